@@ -1,0 +1,1206 @@
+//! One folder on disk: its index, flag journal, structure cache, expunge list and message
+//! files, the locks around them, and the in-memory copy of its index that every session of
+//! this process shares.
+//!
+//! Locking: the in-process state mutex is always taken before the cross-process flock on
+//! `store.lck` (shared for reading, exclusive for writing), so the two can never deadlock.
+//! Writers release both before waiting for their group commit.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use message_structure::MessageStructure;
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::fsutil::{self, FileLock};
+use crate::index::{self, flag, Header, Record, RECORD_SIZE};
+use crate::journal::{self, Entry, JournalHeader};
+use crate::message::{now_secs, PreparedMessage};
+
+pub const IDX: &str = "store.idx";
+pub const JNL: &str = "store.jnl";
+pub const CACHE: &str = "store.cache";
+pub const EXP: &str = "store.exp";
+pub const LCK: &str = "store.lck";
+pub const META: &str = "store.meta";
+
+const CACHE_MAGIC: u32 = 0xCAC4_E001;
+const CACHE_ENTRY_HEADER: usize = 16;
+
+/// Where a folder's files are. Never leaves the engine.
+#[derive(Clone, Debug)]
+pub struct FolderFiles {
+    pub dir: PathBuf,
+}
+
+impl FolderFiles {
+    pub fn new(dir: PathBuf) -> Self {
+        FolderFiles { dir }
+    }
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+    /// Message files sit in buckets of 4096 UIDs so that no directory grows without bound.
+    pub fn bucket(&self, uid: u32) -> PathBuf {
+        self.dir.join(format!("{:x}", uid >> 12))
+    }
+    pub fn message(&self, uid: u32) -> PathBuf {
+        self.bucket(uid).join(format!("{uid}.msg"))
+    }
+}
+
+/// What every session needs to know about one message, kept in memory for the whole folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    pub uid: u32,
+    pub flags: u32,
+    pub modseq: u64,
+    pub keywords: u128,
+}
+
+impl Msg {
+    pub fn is_expunged(&self) -> bool {
+        self.flags & flag::EXPUNGED != 0
+    }
+}
+
+impl From<&Record> for Msg {
+    fn from(r: &Record) -> Msg {
+        Msg {
+            uid: r.uid,
+            flags: r.flags,
+            modseq: r.modseq,
+            keywords: r.keywords,
+        }
+    }
+}
+
+/// The in-memory mirror of store.idx (expunged records included, so that position i is
+/// record i on disk).
+pub struct FolderState {
+    pub header: Header,
+    pub keywords: Vec<String>,
+    pub msgs: Vec<Msg>,
+    idx: File,
+    idx_ino: u64,
+    jnl: File,
+    jnl_ino: u64,
+    jnl_offset: u64,
+    cache: File,
+}
+
+impl FolderState {
+    /// Position of `uid` among the records.
+    pub fn position(&self, uid: u32) -> Option<usize> {
+        self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+    pub fn get(&self, uid: u32) -> Option<&Msg> {
+        self.position(uid).map(|i| &self.msgs[i]).filter(|m| !m.is_expunged())
+    }
+    /// Live messages in UID order.
+    pub fn live(&self) -> impl Iterator<Item = &Msg> + '_ {
+        self.msgs.iter().filter(|m| !m.is_expunged())
+    }
+    /// The full on-disk record of message `uid`.
+    pub fn record(&self, uid: u32, name: &str) -> Result<Record> {
+        let pos = self.position(uid).ok_or(StoreError::NoSuchMessage(uid))?;
+        self.record_at(pos, name)
+    }
+    fn record_at(&self, pos: usize, name: &str) -> Result<Record> {
+        let mut b = [0u8; RECORD_SIZE];
+        let n = fsutil::read_at_most(&self.idx, &mut b, index::record_offset(pos as u64))
+            .ctx(|| format!("reading index of {name}"))?;
+        if n < RECORD_SIZE {
+            return Err(StoreError::Corrupt(format!(
+                "Mailbox corrupted, start_offset beyond EOF: {name}"
+            )));
+        }
+        Record::decode(&b).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
+                pos + 1
+            ))
+        })
+    }
+    /// Read records [from, to) from disk in one go.
+    pub fn records(&self, from: usize, to: usize, name: &str) -> Result<Vec<Record>> {
+        read_records(&self.idx, from as u64, to as u64, name)
+    }
+    /// Keyword names of a bitmap.
+    pub fn keyword_names(&self, bits: u128) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut b = bits;
+        while b != 0 {
+            let i = b.trailing_zeros() as usize;
+            if let Some(k) = self.keywords.get(i) {
+                if !k.is_empty() {
+                    out.push(k.as_str());
+                }
+            }
+            b &= b - 1;
+        }
+        out
+    }
+    /// The bitmap of already-defined keywords among `names` (unknown names are ignored).
+    pub fn keyword_bits(&self, names: &[String]) -> u128 {
+        let mut bits = 0u128;
+        for n in names {
+            if let Some(i) = self.keywords.iter().position(|k| k.eq_ignore_ascii_case(n)) {
+                bits |= 1 << i;
+            }
+        }
+        bits
+    }
+    /// The structure cache entry of message `uid`, verified.
+    pub fn cached_structure(&self, rec: &Record) -> Option<Vec<u8>> {
+        if rec.cache_len == 0 {
+            return None;
+        }
+        let mut b = vec![0u8; CACHE_ENTRY_HEADER + rec.cache_len as usize];
+        let n = fsutil::read_at_most(&self.cache, &mut b, rec.cache_offset).ok()?;
+        if n < b.len() {
+            return None;
+        }
+        let g4 = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if g4(0) != CACHE_MAGIC || g4(4) != rec.uid || g4(8) != rec.cache_len {
+            return None;
+        }
+        let payload = &b[CACHE_ENTRY_HEADER..];
+        if crc32fast::hash(payload) != g4(12) {
+            return None;
+        }
+        Some(payload.to_vec())
+    }
+}
+
+fn read_records(idx: &File, from: u64, to: u64, name: &str) -> Result<Vec<Record>> {
+    let mut out = Vec::with_capacity((to - from) as usize);
+    const CHUNK: u64 = 16384;
+    let mut buf = vec![0u8; (CHUNK as usize) * RECORD_SIZE];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(CHUNK);
+        let want = n as usize * RECORD_SIZE;
+        let got = fsutil::read_at_most(idx, &mut buf[..want], index::record_offset(pos))
+            .ctx(|| format!("reading index of {name}"))?;
+        if got < want {
+            return Err(StoreError::Corrupt(format!(
+                "Mailbox corrupted, start_offset beyond EOF: {name}"
+            )));
+        }
+        for (i, chunk) in buf[..want].chunks_exact(RECORD_SIZE).enumerate() {
+            let r = Record::decode(chunk).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
+                    pos + i as u64 + 1
+                ))
+            })?;
+            out.push(r);
+        }
+        pos += n;
+    }
+    Ok(out)
+}
+
+/// Group commit: writers that finished their index updates wait here for one fsync of the
+/// index, journal and touched directories that covers them all.
+#[derive(Default)]
+struct GroupCommit {
+    m: Mutex<GcInner>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct GcInner {
+    written: u64,
+    synced: u64,
+    syncing: bool,
+    dirs: HashSet<PathBuf>,
+}
+
+impl GroupCommit {
+    fn note(&self, dirs: Vec<PathBuf>) -> u64 {
+        let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
+        g.written += 1;
+        g.dirs.extend(dirs);
+        g.written
+    }
+
+    fn wait(&self, seq: u64, files: &FolderFiles) -> io::Result<()> {
+        let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if g.synced >= seq {
+                return Ok(());
+            }
+            if !g.syncing {
+                g.syncing = true;
+                let target = g.written;
+                let dirs: Vec<PathBuf> = g.dirs.drain().collect();
+                drop(g);
+                let r = (|| -> io::Result<()> {
+                    for d in &dirs {
+                        fsutil::sync_dir(d)?;
+                    }
+                    File::open(files.path(IDX))?.sync_data()?;
+                    File::open(files.path(JNL))?.sync_data()?;
+                    Ok(())
+                })();
+                g = self.m.lock().unwrap_or_else(|p| p.into_inner());
+                g.syncing = false;
+                match r {
+                    Ok(()) => g.synced = g.synced.max(target),
+                    Err(e) => {
+                        g.dirs.extend(dirs);
+                        self.cv.notify_all();
+                        return Err(e);
+                    }
+                }
+                self.cv.notify_all();
+            } else {
+                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+/// A folder of this process: its files, and the shared in-memory state.
+pub struct Folder {
+    pub name: String,
+    pub files: FolderFiles,
+    state: Mutex<Option<FolderState>>,
+    commit: GroupCommit,
+}
+
+/// What one flag-store operation changed.
+#[derive(Debug, Default)]
+pub struct StoreOutcome {
+    /// Messages whose flags changed: (uid, new flags, new keywords).
+    pub changed: Vec<Msg>,
+    /// UIDs not changed because their modseq was above UNCHANGEDSINCE.
+    pub modified: Vec<u32>,
+    pub modseq: u64,
+}
+
+/// How a flag store applies its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// An expunged message, for quota accounting and notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expunged {
+    pub uid: u32,
+    pub size: u64,
+    pub modseq: u64,
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+fn ino(path: &Path) -> io::Result<u64> {
+    std::fs::metadata(path).map(|m| m.ino())
+}
+
+impl Folder {
+    pub fn new(name: String, files: FolderFiles) -> Folder {
+        Folder {
+            name,
+            files,
+            state: Mutex::new(None),
+            commit: GroupCommit::default(),
+        }
+    }
+
+    /// Create the folder's files (the directory may exist already, holding subfolders).
+    pub fn create_files(files: &FolderFiles, uidvalidity: u32, meta: &str) -> Result<()> {
+        let dir = &files.dir;
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        let header = Header {
+            uidvalidity,
+            uidnext: 1,
+            created: now_secs(),
+            ..Default::default()
+        };
+        let mut idx = header.encode().to_vec();
+        idx.resize(index::RECORDS_OFFSET as usize, 0);
+        for slot in 0..index::KEYWORD_SLOTS {
+            let at = index::KEYWORDS_OFFSET as usize + slot * index::KEYWORD_SLOT_SIZE;
+            idx[at..at + index::KEYWORD_SLOT_SIZE].copy_from_slice(&index::encode_keyword(""));
+        }
+        let jh = JournalHeader {
+            uidvalidity,
+            generation: 1,
+        };
+        let io = || -> io::Result<()> {
+            fsutil::write_atomic(&files.path(META), meta.as_bytes())?;
+            fsutil::write_atomic(&files.path(JNL), &jh.encode())?;
+            File::create(files.path(CACHE))?;
+            File::create(files.path(EXP))?;
+            // store.idx last: its presence means the folder is complete.
+            fsutil::write_atomic(&files.path(IDX), &idx)?;
+            Ok(())
+        };
+        io().ctx(|| format!("creating folder files in {}", dir.display()))
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, Option<FolderState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the folder's current state (under the shared lock).
+    pub fn read<T>(&self, f: impl FnOnce(&FolderState) -> Result<T>) -> Result<T> {
+        let mut guard = self.lock_state();
+        let _lock = FileLock::shared(&self.files.path(LCK))
+            .ctx(|| format!("locking {}", self.name))?;
+        let state = self.refresh(&mut guard, false)?;
+        f(state)
+    }
+
+    /// Run `f` with the exclusive lock; wait for the group commit if `f` wrote anything.
+    fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        let (out, seq) = {
+            let mut guard = self.lock_state();
+            let _lock = FileLock::exclusive(&self.files.path(LCK))
+                .ctx(|| format!("locking {}", self.name))?;
+            let state = self.refresh(&mut guard, true)?;
+            let mut w = Writer {
+                state,
+                files: &self.files,
+                name: &self.name,
+                dirs: Vec::new(),
+                wrote: false,
+            };
+            let out = match f(&mut w) {
+                Ok(o) => o,
+                Err(e) => {
+                    // Whatever was half-written, the disk is the truth: reload next time.
+                    let wrote = w.wrote;
+                    *guard = None;
+                    if wrote {
+                        tracing::warn!(mailbox = %self.name, "write failed part-way: {e}");
+                    }
+                    return Err(e);
+                }
+            };
+            let seq = if w.wrote {
+                Some(self.commit.note(std::mem::take(&mut w.dirs)))
+            } else {
+                None
+            };
+            (out, seq)
+        };
+        if let Some(seq) = seq {
+            self.commit
+                .wait(seq, &self.files)
+                .ctx(|| format!("flushing {}", self.name))?;
+        }
+        Ok(out)
+    }
+
+    /// Bring the in-memory state up to date with the disk. With `repair` (exclusive lock held),
+    /// a torn tail left by a crash is cut off or adopted.
+    fn refresh<'a>(
+        &self,
+        guard: &'a mut MutexGuard<'_, Option<FolderState>>,
+        repair: bool,
+    ) -> Result<&'a mut FolderState> {
+        let idx_path = self.files.path(IDX);
+        let jnl_path = self.files.path(JNL);
+        let cur_idx_ino = match ino(&idx_path) {
+            Ok(i) => i,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Corrupt(format!(
+                    "Mailbox corrupted, missing fixed headers: {}",
+                    self.name
+                )))
+            }
+            Err(e) => return Err(e).ctx(|| format!("reading {}", idx_path.display())),
+        };
+        let cur_jnl_ino = ino(&jnl_path).unwrap_or(0);
+        let reload = match guard.as_ref() {
+            None => true,
+            Some(s) => s.idx_ino != cur_idx_ino || s.jnl_ino != cur_jnl_ino,
+        };
+        if !reload {
+            let s = guard.as_mut().expect("checked above");
+            let mut hb = [0u8; index::HEADER_SIZE];
+            fsutil::read_at_most(&s.idx, &mut hb, 0).ctx(|| format!("reading {}", self.name))?;
+            let h = Header::decode(&hb, &self.name)?;
+            if h.generation == s.header.generation && h.record_count >= s.msgs.len() as u64 {
+                self.catch_up(s, h, repair)?;
+                return Ok(guard.as_mut().expect("state present"));
+            }
+        }
+        **guard = Some(self.load(repair)?);
+        Ok(guard.as_mut().expect("state just loaded"))
+    }
+
+    /// Apply records appended and journal entries written since we last looked.
+    fn catch_up(&self, s: &mut FolderState, h: Header, repair: bool) -> Result<()> {
+        let known = s.msgs.len() as u64;
+        if h.record_count > known {
+            for r in read_records(&s.idx, known, h.record_count, &self.name)? {
+                s.msgs.push(Msg::from(&r));
+            }
+        }
+        let jlen = s.jnl.metadata().ctx(|| format!("reading journal of {}", self.name))?.len();
+        if jlen > s.jnl_offset {
+            let mut buf = vec![0u8; (jlen - s.jnl_offset) as usize];
+            let n = fsutil::read_at_most(&s.jnl, &mut buf, s.jnl_offset)
+                .ctx(|| format!("reading journal of {}", self.name))?;
+            let (entries, used, damaged) = journal::decode_entries(&buf[..n]);
+            let mut reload_keywords = false;
+            for e in entries {
+                match e {
+                    Entry::Flags {
+                        uid,
+                        flags,
+                        modseq,
+                        keywords,
+                    } => {
+                        if let Some(p) = s.position(uid) {
+                            let m = &mut s.msgs[p];
+                            if modseq >= m.modseq {
+                                m.flags = flags;
+                                m.modseq = modseq;
+                                m.keywords = keywords;
+                            }
+                        }
+                    }
+                    Entry::Keyword { .. } => reload_keywords = true,
+                }
+            }
+            s.jnl_offset += used as u64;
+            // Bytes left over are a torn or damaged tail from a crash (no writer is active
+            // while we hold the lock): the index records are the truth.
+            if used < n && repair {
+                s.jnl
+                    .set_len(s.jnl_offset)
+                    .ctx(|| format!("repairing journal of {}", self.name))?;
+            }
+            if damaged {
+                tracing::warn!(mailbox = %self.name, "flag journal damaged after offset {}; reloading index", s.jnl_offset);
+                *s = self.load(repair)?;
+                return Ok(());
+            }
+            if reload_keywords {
+                s.keywords = read_keywords(&s.idx, &self.name)?;
+            }
+        }
+        s.header = h;
+        if repair {
+            self.repair_tail(s)?;
+        }
+        Ok(())
+    }
+
+    /// Load everything from disk.
+    fn load(&self, repair: bool) -> Result<FolderState> {
+        let idx_path = self.files.path(IDX);
+        let idx = open_rw(&idx_path).ctx(|| format!("opening index of {}", self.name))?;
+        let idx_ino = idx.metadata().ctx(|| format!("stat {}", self.name))?.ino();
+        let mut hb = [0u8; index::HEADER_SIZE];
+        let n = fsutil::read_at_most(&idx, &mut hb, 0).ctx(|| format!("reading {}", self.name))?;
+        if n < index::HEADER_SIZE {
+            return Err(StoreError::Corrupt(format!(
+                "Mailbox corrupted, missing fixed headers: {}",
+                self.name
+            )));
+        }
+        let header = Header::decode(&hb, &self.name)?;
+        let keywords = read_keywords(&idx, &self.name)?;
+        let jnl_path = self.files.path(JNL);
+        let jnl = match open_rw(&jnl_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && repair => {
+                // The journal is redundant: recreate it empty.
+                let jh = JournalHeader {
+                    uidvalidity: header.uidvalidity,
+                    generation: 1,
+                };
+                fsutil::write_atomic(&jnl_path, &jh.encode())
+                    .ctx(|| format!("recreating journal of {}", self.name))?;
+                open_rw(&jnl_path).ctx(|| format!("opening journal of {}", self.name))?
+            }
+            Err(e) => return Err(e).ctx(|| format!("opening journal of {}", self.name)),
+        };
+        let jnl_ino = jnl.metadata().ctx(|| format!("stat {}", self.name))?.ino();
+        let jnl_offset = jnl.metadata().ctx(|| format!("stat {}", self.name))?.len();
+        let cache = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.files.path(CACHE))
+            .ctx(|| format!("opening cache of {}", self.name))?;
+        let records = read_records(&idx, 0, header.record_count, &self.name)?;
+        let mut s = FolderState {
+            header,
+            keywords,
+            msgs: records.iter().map(Msg::from).collect(),
+            idx,
+            idx_ino,
+            jnl,
+            jnl_ino,
+            jnl_offset,
+            cache,
+        };
+        if repair {
+            self.repair_tail(&mut s)?;
+        }
+        Ok(s)
+    }
+
+    /// After a crash between writing records and writing the header, the file holds more
+    /// records than the header counts: adopt the complete, valid ones, cut off the rest.
+    fn repair_tail(&self, s: &mut FolderState) -> Result<()> {
+        let len = s.idx.metadata().ctx(|| format!("stat {}", self.name))?.len();
+        let expected = index::record_offset(s.header.record_count);
+        if len == expected {
+            return Ok(());
+        }
+        if len < expected {
+            return Err(StoreError::Corrupt(format!(
+                "Mailbox corrupted, start_offset beyond EOF: {}",
+                self.name
+            )));
+        }
+        let extra = (len - expected) / RECORD_SIZE as u64;
+        let mut adopted = 0u64;
+        for i in 0..extra {
+            let mut b = [0u8; RECORD_SIZE];
+            let pos = s.header.record_count + i;
+            fsutil::read_at_most(&s.idx, &mut b, index::record_offset(pos))
+                .ctx(|| format!("reading {}", self.name))?;
+            match Record::decode(&b) {
+                Some(r)
+                    if s.msgs.last().is_none_or(|m| m.uid < r.uid)
+                        && self.files.message(r.uid).exists() =>
+                {
+                    s.msgs.push(Msg::from(&r));
+                    adopted += 1;
+                }
+                _ => break,
+            }
+        }
+        let keep = index::record_offset(s.header.record_count + adopted);
+        s.idx
+            .set_len(keep)
+            .ctx(|| format!("repairing index of {}", self.name))?;
+        if adopted > 0 {
+            let all = read_records(&s.idx, 0, s.msgs.len() as u64, &self.name)?;
+            recount(&mut s.header, &all);
+        }
+        s.header.record_count = s.msgs.len() as u64;
+        s.idx
+            .write_all_at(&s.header.encode(), 0)
+            .ctx(|| format!("repairing index of {}", self.name))?;
+        s.idx.sync_data().ctx(|| format!("repairing index of {}", self.name))?;
+        tracing::warn!(mailbox = %self.name, adopted, "index tail repaired after an interrupted write");
+        Ok(())
+    }
+
+    /// Append prepared messages; returns their UIDs once they are on stable storage.
+    pub fn append(
+        &self,
+        mut msgs: Vec<PreparedMessage>,
+        max_messages: u64,
+    ) -> Result<Vec<u32>> {
+        self.write(|w| w.append(&mut msgs, max_messages))
+    }
+
+    /// Append records for message files already linked in place (copy/move). `src` gives,
+    /// for each message, a function that places the file at a given UID path.
+    pub fn append_linked(
+        &self,
+        items: Vec<LinkedMessage>,
+        max_messages: u64,
+    ) -> Result<Vec<u32>> {
+        self.write(|w| w.append_linked(items, max_messages))
+    }
+
+    pub fn store_flags(
+        &self,
+        uids: &[u32],
+        op: FlagOp,
+        flags: u32,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreOutcome> {
+        self.write(|w| w.store_flags(uids, op, flags, keywords, unchanged_since))
+    }
+
+    /// Expunge messages flagged \Deleted (restricted to `uids` when given), or with
+    /// `force`, exactly `uids` whatever their flags (MOVE).
+    pub fn expunge(&self, uids: Option<&[u32]>, force: bool) -> Result<Vec<Expunged>> {
+        self.write(|w| w.expunge(uids, force))
+    }
+
+    /// Claim every message above the recent mark as \Recent for the caller; returns the old mark.
+    pub fn claim_recent(&self) -> Result<u32> {
+        self.write(|w| {
+            let old = w.state.header.recent_uid;
+            let top = w.state.header.uidnext.saturating_sub(1);
+            if top > old {
+                w.state.header.recent_uid = top;
+                w.write_header()?;
+            }
+            Ok(old)
+        })
+    }
+
+    /// The parsed structure of `uid`: from the cache, or (cache damaged) parsed afresh from the
+    /// message file, with the seed's log line so the administrator knows to reconstruct.
+    pub fn structure(&self, uid: u32) -> Result<MessageStructure> {
+        let rec = self.read(|s| s.record(uid, &self.name))?;
+        let cached = self.read(|s| Ok(s.cached_structure(&rec)))?;
+        if let Some(bytes) = cached {
+            if let Ok(st) = MessageStructure::from_bytes(&bytes) {
+                return Ok(st);
+            }
+        }
+        tracing::error!(
+            "Invalid cache data for msg {} in mailbox {}. Needs reconstruct",
+            uid,
+            self.name
+        );
+        let raw = std::fs::read(self.files.message(uid))
+            .ctx(|| format!("reading message {uid} of {}", self.name))?;
+        Ok(MessageStructure::parse(&raw))
+    }
+
+    /// Rewrite store.idx without expunged records (new generation), and the journal as a
+    /// snapshot of current flags. Runs under the exclusive lock.
+    pub fn compact(&self) -> Result<()> {
+        self.write(|w| w.compact())
+    }
+}
+
+/// A message file already in the store (another folder's), to be linked into this folder.
+pub struct LinkedMessage {
+    pub source: PathBuf,
+    pub size: u64,
+    pub internal_date: i64,
+    pub flags: u32,
+    pub keywords: Vec<String>,
+    pub structure: Vec<u8>,
+}
+
+fn read_keywords(idx: &File, name: &str) -> Result<Vec<String>> {
+    let mut kb = vec![0u8; index::KEYWORD_SLOTS * index::KEYWORD_SLOT_SIZE];
+    fsutil::read_at_most(idx, &mut kb, index::KEYWORDS_OFFSET)
+        .ctx(|| format!("reading keywords of {name}"))?;
+    index::decode_keywords(&kb, name)
+}
+
+/// Recompute the header's counters from the records.
+pub fn recount(h: &mut Header, records: &[Record]) {
+    h.exists = 0;
+    h.unseen = 0;
+    h.deleted = 0;
+    h.total_size = 0;
+    h.expunged_records = 0;
+    h.record_count = records.len() as u64;
+    for r in records {
+        if r.is_expunged() {
+            h.expunged_records += 1;
+            continue;
+        }
+        h.exists += 1;
+        h.total_size += r.size;
+        if r.flags & flag::SEEN == 0 {
+            h.unseen += 1;
+        }
+        if r.flags & flag::DELETED != 0 {
+            h.deleted += 1;
+        }
+        h.highest_modseq = h.highest_modseq.max(r.modseq);
+        if r.uid >= h.uidnext {
+            h.uidnext = r.uid + 1;
+        }
+    }
+}
+
+/// Mutations under the exclusive lock.
+struct Writer<'a> {
+    state: &'a mut FolderState,
+    files: &'a FolderFiles,
+    name: &'a str,
+    dirs: Vec<PathBuf>,
+    wrote: bool,
+}
+
+impl Writer<'_> {
+    fn write_header(&mut self) -> Result<()> {
+        self.state
+            .idx
+            .write_all_at(&self.state.header.encode(), 0)
+            .ctx(|| format!("writing index header of {}", self.name))?;
+        self.wrote = true;
+        Ok(())
+    }
+
+    fn journal(&mut self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(entries.len() * 40);
+        for e in entries {
+            e.encode_into(&mut buf);
+        }
+        self.state
+            .jnl
+            .write_all_at(&buf, self.state.jnl_offset)
+            .ctx(|| format!("writing flag journal of {}", self.name))?;
+        self.state.jnl_offset += buf.len() as u64;
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Slots for `names`, defining new keywords as needed.
+    fn keyword_bits(&mut self, names: &[String]) -> Result<u128> {
+        let mut bits = 0u128;
+        let mut defined = Vec::new();
+        for n in names {
+            if n.is_empty() || n.len() > index::MAX_KEYWORD_LEN {
+                return Err(StoreError::InvalidKeyword(n.clone()));
+            }
+            let slot = match self
+                .state
+                .keywords
+                .iter()
+                .position(|k| k.eq_ignore_ascii_case(n))
+            {
+                Some(i) => i,
+                None => {
+                    let i = match self.state.keywords.iter().position(|k| k.is_empty()) {
+                        Some(i) => i,
+                        None if self.state.keywords.len() < index::KEYWORD_SLOTS => {
+                            self.state.keywords.push(String::new());
+                            self.state.keywords.len() - 1
+                        }
+                        None => return Err(StoreError::TooManyKeywords(self.name.to_owned())),
+                    };
+                    self.state.keywords[i] = n.clone();
+                    let at = index::KEYWORDS_OFFSET + (i * index::KEYWORD_SLOT_SIZE) as u64;
+                    self.state
+                        .idx
+                        .write_all_at(&index::encode_keyword(n), at)
+                        .ctx(|| format!("writing keywords of {}", self.name))?;
+                    defined.push(Entry::Keyword {
+                        slot: i as u8,
+                        name: n.clone(),
+                    });
+                    i
+                }
+            };
+            bits |= 1 << slot;
+        }
+        self.journal(&defined)?;
+        Ok(bits)
+    }
+
+    fn check_room(&self, adding: usize, max_messages: u64) -> Result<()> {
+        if max_messages > 0 && self.state.header.exists + adding as u64 > max_messages {
+            return Err(StoreError::FolderFull {
+                mailbox: self.name.to_owned(),
+                limit: max_messages,
+            });
+        }
+        if self.state.header.uidnext as u64 + adding as u64 >= u32::MAX as u64 {
+            return Err(StoreError::FolderFull {
+                mailbox: self.name.to_owned(),
+                limit: u32::MAX as u64 - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Give `place` successive UIDs until it succeeds (a stray file left by a crash at a UID is
+    /// skipped, never overwritten).
+    fn place(&mut self, mut place: impl FnMut(&Path) -> io::Result<bool>) -> Result<u32> {
+        for _ in 0..1000 {
+            let uid = self.state.header.uidnext;
+            let bucket = self.files.bucket(uid);
+            if !bucket.exists() {
+                std::fs::create_dir_all(&bucket)
+                    .ctx(|| format!("creating {}", bucket.display()))?;
+                self.dirs.push(self.files.dir.clone());
+            }
+            let target = self.files.message(uid);
+            let placed = place(&target).ctx(|| format!("placing message {uid} in {}", self.name))?;
+            self.state.header.uidnext = uid + 1;
+            if placed {
+                self.dirs.push(bucket);
+                return Ok(uid);
+            }
+            tracing::warn!(mailbox = %self.name, uid, "stray message file at new UID left in place for reconstruct; UID skipped");
+        }
+        Err(StoreError::Corrupt(format!(
+            "Mailbox corrupted, stray message files at UIDNEXT: {}. Needs reconstruct",
+            self.name
+        )))
+    }
+
+    fn add_record(&mut self, mut rec: Record, structure: &[u8]) -> Result<()> {
+        // Cache entry first (not flushed: it is rebuilt from the file if ever damaged).
+        let cache_end = self
+            .state
+            .cache
+            .metadata()
+            .ctx(|| format!("stat cache of {}", self.name))?
+            .len();
+        let mut entry = Vec::with_capacity(CACHE_ENTRY_HEADER + structure.len());
+        entry.extend_from_slice(&CACHE_MAGIC.to_le_bytes());
+        entry.extend_from_slice(&rec.uid.to_le_bytes());
+        entry.extend_from_slice(&(structure.len() as u32).to_le_bytes());
+        entry.extend_from_slice(&crc32fast::hash(structure).to_le_bytes());
+        entry.extend_from_slice(structure);
+        self.state
+            .cache
+            .write_all_at(&entry, cache_end)
+            .ctx(|| format!("writing cache of {}", self.name))?;
+        rec.cache_offset = cache_end;
+        rec.cache_len = structure.len() as u32;
+        let pos = self.state.msgs.len() as u64;
+        self.state
+            .idx
+            .write_all_at(&rec.encode(), index::record_offset(pos))
+            .ctx(|| format!("writing index of {}", self.name))?;
+        let h = &mut self.state.header;
+        h.record_count = pos + 1;
+        h.exists += 1;
+        h.total_size += rec.size;
+        if rec.flags & flag::SEEN == 0 {
+            h.unseen += 1;
+        }
+        if rec.flags & flag::DELETED != 0 {
+            h.deleted += 1;
+        }
+        self.state.msgs.push(Msg::from(&rec));
+        self.wrote = true;
+        Ok(())
+    }
+
+    fn append(&mut self, msgs: &mut [PreparedMessage], max_messages: u64) -> Result<Vec<u32>> {
+        self.check_room(msgs.len(), max_messages)?;
+        let modseq = self.state.header.highest_modseq + 1;
+        let now = now_secs();
+        let mut uids = Vec::with_capacity(msgs.len());
+        let mut entries = Vec::new();
+        for m in msgs.iter_mut() {
+            let kw = self.keyword_bits(&m.keywords)?;
+            let tmp = m.tmp.clone();
+            let uid = self.place(|target| fsutil::rename_noreplace(&tmp, target))?;
+            m.mark_committed();
+            let placed = self.files.message(uid);
+            let rec = Record {
+                uid,
+                flags: m.flags & flag::USER_MASK,
+                internal_date: m.internal_date,
+                size: m.size,
+                modseq,
+                keywords: kw,
+                save_date: now,
+                ..Default::default()
+            };
+            if rec.flags != 0 || kw != 0 {
+                entries.push(Entry::Flags {
+                    uid,
+                    flags: rec.flags,
+                    modseq,
+                    keywords: kw,
+                });
+            }
+            if let Err(e) = self.add_record(rec, &m.structure) {
+                // Not acknowledged: take the file back out rather than leave a stray.
+                let _ = std::fs::remove_file(&placed);
+                return Err(e);
+            }
+            uids.push(uid);
+        }
+        self.state.header.highest_modseq = modseq;
+        self.journal(&entries)?;
+        self.write_header()?;
+        Ok(uids)
+    }
+
+    fn append_linked(&mut self, items: Vec<LinkedMessage>, max_messages: u64) -> Result<Vec<u32>> {
+        self.check_room(items.len(), max_messages)?;
+        let modseq = self.state.header.highest_modseq + 1;
+        let now = now_secs();
+        let mut uids = Vec::with_capacity(items.len());
+        let mut entries = Vec::new();
+        for it in items {
+            let kw = self.keyword_bits(&it.keywords)?;
+            let src = it.source.clone();
+            let uid = self.place(|target| match std::fs::hard_link(&src, target) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                // Another filesystem (another partition): copy, flush, then place.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    let tmp = target.with_extension("copy");
+                    std::fs::copy(&src, &tmp)?;
+                    File::open(&tmp)?.sync_data()?;
+                    fsutil::rename_noreplace(&tmp, target)
+                }
+                Err(e) => Err(e),
+            })?;
+            let rec = Record {
+                uid,
+                flags: it.flags & flag::USER_MASK,
+                internal_date: it.internal_date,
+                size: it.size,
+                modseq,
+                keywords: kw,
+                save_date: now,
+                ..Default::default()
+            };
+            if rec.flags != 0 || kw != 0 {
+                entries.push(Entry::Flags {
+                    uid,
+                    flags: rec.flags,
+                    modseq,
+                    keywords: kw,
+                });
+            }
+            self.add_record(rec, &it.structure)?;
+            uids.push(uid);
+        }
+        self.state.header.highest_modseq = modseq;
+        self.journal(&entries)?;
+        self.write_header()?;
+        Ok(uids)
+    }
+
+    fn store_flags(
+        &mut self,
+        uids: &[u32],
+        op: FlagOp,
+        flags: u32,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreOutcome> {
+        let flags = flags & flag::USER_MASK;
+        let kw = match op {
+            // Removing a keyword that was never defined changes nothing: do not define it.
+            FlagOp::Remove => self.state.keyword_bits(keywords),
+            _ => self.keyword_bits(keywords)?,
+        };
+        let modseq = self.state.header.highest_modseq + 1;
+        let mut out = StoreOutcome {
+            modseq,
+            ..Default::default()
+        };
+        let mut entries = Vec::new();
+        for &uid in uids {
+            let Some(pos) = self.state.position(uid) else { continue };
+            let m = self.state.msgs[pos];
+            if m.is_expunged() {
+                continue;
+            }
+            if let Some(limit) = unchanged_since {
+                if m.modseq > limit {
+                    out.modified.push(uid);
+                    continue;
+                }
+            }
+            let (nf, nk) = match op {
+                FlagOp::Add => (m.flags | flags, m.keywords | kw),
+                FlagOp::Remove => (m.flags & !flags, m.keywords & !kw),
+                FlagOp::Replace => ((m.flags & !flag::USER_MASK) | flags, kw),
+            };
+            if nf == m.flags && nk == m.keywords {
+                // RFC 7162 3.2: a no-op store with UNCHANGEDSINCE still reports success.
+                continue;
+            }
+            let mut rec = self.state.record_at(pos, self.name)?;
+            rec.flags = nf;
+            rec.keywords = nk;
+            rec.modseq = modseq;
+            self.state
+                .idx
+                .write_all_at(&rec.encode(), index::record_offset(pos as u64))
+                .ctx(|| format!("writing index of {}", self.name))?;
+            let h = &mut self.state.header;
+            if m.flags & flag::SEEN == 0 && nf & flag::SEEN != 0 {
+                h.unseen = h.unseen.saturating_sub(1);
+            } else if m.flags & flag::SEEN != 0 && nf & flag::SEEN == 0 {
+                h.unseen += 1;
+            }
+            if m.flags & flag::DELETED == 0 && nf & flag::DELETED != 0 {
+                h.deleted += 1;
+            } else if m.flags & flag::DELETED != 0 && nf & flag::DELETED == 0 {
+                h.deleted = h.deleted.saturating_sub(1);
+            }
+            let nm = Msg {
+                uid,
+                flags: nf,
+                modseq,
+                keywords: nk,
+            };
+            self.state.msgs[pos] = nm;
+            entries.push(Entry::Flags {
+                uid,
+                flags: nf,
+                modseq,
+                keywords: nk,
+            });
+            out.changed.push(nm);
+        }
+        if !out.changed.is_empty() {
+            self.state.header.highest_modseq = modseq;
+            self.journal(&entries)?;
+            self.write_header()?;
+        }
+        Ok(out)
+    }
+
+    fn expunge(&mut self, uids: Option<&[u32]>, force: bool) -> Result<Vec<Expunged>> {
+        let wanted: Option<HashSet<u32>> = uids.map(|u| u.iter().copied().collect());
+        let modseq = self.state.header.highest_modseq + 1;
+        let now = now_secs();
+        let mut gone = Vec::new();
+        let mut entries = Vec::new();
+        let mut exp_lines = String::new();
+        for pos in 0..self.state.msgs.len() {
+            let m = self.state.msgs[pos];
+            if m.is_expunged() {
+                continue;
+            }
+            let selected = wanted.as_ref().is_none_or(|w| w.contains(&m.uid));
+            let deleted = m.flags & flag::DELETED != 0;
+            if !selected || !(deleted || force) {
+                continue;
+            }
+            let mut rec = self.state.record_at(pos, self.name)?;
+            rec.flags |= flag::EXPUNGED;
+            rec.modseq = modseq;
+            self.state
+                .idx
+                .write_all_at(&rec.encode(), index::record_offset(pos as u64))
+                .ctx(|| format!("writing index of {}", self.name))?;
+            let h = &mut self.state.header;
+            h.exists = h.exists.saturating_sub(1);
+            h.total_size = h.total_size.saturating_sub(rec.size);
+            h.expunged_records += 1;
+            if m.flags & flag::SEEN == 0 {
+                h.unseen = h.unseen.saturating_sub(1);
+            }
+            if deleted {
+                h.deleted = h.deleted.saturating_sub(1);
+            }
+            self.state.msgs[pos].flags = rec.flags;
+            self.state.msgs[pos].modseq = modseq;
+            entries.push(Entry::Flags {
+                uid: m.uid,
+                flags: rec.flags,
+                modseq,
+                keywords: m.keywords,
+            });
+            exp_lines.push_str(&format!("{} {}\n", m.uid, now));
+            gone.push(Expunged {
+                uid: m.uid,
+                size: rec.size,
+                modseq,
+            });
+        }
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        self.state.header.highest_modseq = modseq;
+        // store.exp: the files stored may erase once the grace period has passed.
+        let mut exp = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.files.path(EXP))
+            .ctx(|| format!("opening store.exp of {}", self.name))?;
+        exp.write_all(exp_lines.as_bytes())
+            .ctx(|| format!("writing store.exp of {}", self.name))?;
+        self.journal(&entries)?;
+        self.write_header()?;
+        let h = &self.state.header;
+        if h.expunged_records > 4096 && h.expunged_records * 2 > h.record_count {
+            self.compact()?;
+        }
+        Ok(gone)
+    }
+
+    fn compact(&mut self) -> Result<()> {
+        let all = self
+            .state
+            .records(0, self.state.msgs.len(), self.name)?;
+        let live: Vec<Record> = all.into_iter().filter(|r| !r.is_expunged()).collect();
+        let mut h = self.state.header;
+        h.generation += 1;
+        recount(&mut h, &live);
+        let mut buf = Vec::with_capacity(index::record_offset(live.len() as u64) as usize);
+        buf.extend_from_slice(&h.encode());
+        for k in 0..index::KEYWORD_SLOTS {
+            buf.extend_from_slice(&index::encode_keyword(
+                self.state.keywords.get(k).map(String::as_str).unwrap_or(""),
+            ));
+        }
+        for r in &live {
+            buf.extend_from_slice(&r.encode());
+        }
+        // New journal: one entry per keyword and per message with flags.
+        let jh = JournalHeader {
+            uidvalidity: h.uidvalidity,
+            generation: h.generation,
+        };
+        let mut jbuf = jh.encode().to_vec();
+        for (slot, k) in self.state.keywords.iter().enumerate() {
+            if !k.is_empty() {
+                Entry::Keyword {
+                    slot: slot as u8,
+                    name: k.clone(),
+                }
+                .encode_into(&mut jbuf);
+            }
+        }
+        for r in &live {
+            if r.flags != 0 || r.keywords != 0 {
+                Entry::Flags {
+                    uid: r.uid,
+                    flags: r.flags,
+                    modseq: r.modseq,
+                    keywords: r.keywords,
+                }
+                .encode_into(&mut jbuf);
+            }
+        }
+        fsutil::write_atomic(&self.files.path(JNL), &jbuf)
+            .ctx(|| format!("compacting journal of {}", self.name))?;
+        fsutil::write_atomic(&self.files.path(IDX), &buf)
+            .ctx(|| format!("compacting index of {}", self.name))?;
+        let idx = open_rw(&self.files.path(IDX)).ctx(|| format!("reopening {}", self.name))?;
+        let jnl = open_rw(&self.files.path(JNL)).ctx(|| format!("reopening {}", self.name))?;
+        self.state.idx_ino = idx.metadata().ctx(|| format!("stat {}", self.name))?.ino();
+        self.state.jnl_ino = jnl.metadata().ctx(|| format!("stat {}", self.name))?.ino();
+        self.state.jnl_offset = jbuf.len() as u64;
+        self.state.idx = idx;
+        self.state.jnl = jnl;
+        self.state.header = h;
+        self.state.msgs = live.iter().map(Msg::from).collect();
+        self.wrote = true;
+        Ok(())
+    }
+}
+
+/// Read a folder's header straight from store.idx, without locks or loading the index: what a
+/// watcher polls. A torn read (a writer mid-update) is reported as an error; poll again.
+pub fn peek_header(files: &FolderFiles, name: &str) -> Result<Header> {
+    let f = File::open(files.path(IDX)).ctx(|| format!("opening index of {name}"))?;
+    let mut hb = [0u8; index::HEADER_SIZE];
+    fsutil::read_at_most(&f, &mut hb, 0).ctx(|| format!("reading index of {name}"))?;
+    Header::decode(&hb, name)
+}

@@ -1,0 +1,121 @@
+//! Small filesystem helpers: advisory locks, positioned I/O, durable renames.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// An flock held on its own open file description: released when dropped. Each lock opens the
+/// lock file anew, so two threads of one process exclude each other exactly as two processes do.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        Self::acquire(path, libc::LOCK_EX)
+    }
+    pub fn shared(path: &Path) -> io::Result<FileLock> {
+        Self::acquire(path, libc::LOCK_SH)
+    }
+    fn acquire(path: &Path, op: libc::c_int) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        flock(&file, op)?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a valid, owned descriptor.
+        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Rename `from` to `to` only if `to` does not exist (renameat2 RENAME_NOREPLACE), falling back to
+/// link + unlink where the filesystem lacks it. Returns Ok(false) when `to` exists.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    let f = CString::new(from.as_os_str().as_bytes())?;
+    let t = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: valid NUL-terminated paths; AT_FDCWD.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Ok(false),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => match std::fs::hard_link(from, to) {
+            Ok(()) => {
+                std::fs::remove_file(from)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        },
+        _ => Err(e),
+    }
+}
+
+/// fsync a directory so that renames and creations inside it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Read exactly `buf.len()` bytes at `offset`, or fewer at end of file; returns the count.
+pub fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Write a small file atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}

@@ -1,0 +1,151 @@
+//! Preparing a message for the store: line endings normalised to CRLF, the structure parsed
+//! once, the bytes written to a temporary file and flushed to stable storage before the folder
+//! lock is taken (so that writers to one folder flush their files in parallel).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use message_structure::MessageStructure;
+
+use crate::error::{IoContext, Result, StoreError};
+
+/// Convert bare LF (and a lone trailing CR) to CRLF. Returns the input unchanged (borrowed)
+/// when it already uses CRLF throughout.
+pub fn normalize_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let needs = raw.iter().enumerate().any(|(i, &b)| {
+        (b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+            || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    });
+    if !needs {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A message written to a temporary file in its destination folder, flushed, with its parsed
+/// structure serialised, waiting to be given a UID.
+pub struct PreparedMessage {
+    pub(crate) tmp: PathBuf,
+    pub(crate) size: u64,
+    pub(crate) internal_date: i64,
+    pub(crate) flags: u32,
+    pub(crate) keywords: Vec<String>,
+    pub(crate) structure: Vec<u8>,
+    committed: bool,
+}
+
+impl Drop for PreparedMessage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl PreparedMessage {
+    pub(crate) fn mark_committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Validate, normalise, parse and write `raw` into a temporary file in `dir`.
+pub(crate) fn prepare(
+    dir: &Path,
+    raw: &[u8],
+    internal_date: Option<i64>,
+    flags: u32,
+    keywords: Vec<String>,
+    max_size: u64,
+) -> Result<PreparedMessage> {
+    if raw.is_empty() {
+        return Err(StoreError::EmptyMessage);
+    }
+    if raw.len() as u64 > max_size {
+        return Err(StoreError::MessageTooLarge {
+            size: raw.len() as u64,
+            limit: max_size,
+        });
+    }
+    let data = normalize_crlf(raw);
+    if data.len() as u64 > max_size {
+        return Err(StoreError::MessageTooLarge {
+            size: data.len() as u64,
+            limit: max_size,
+        });
+    }
+    let structure = MessageStructure::parse(&data).to_bytes();
+    let internal_date = internal_date.unwrap_or_else(now_secs);
+    let tmp = dir.join(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut prepared = PreparedMessage {
+        tmp,
+        size: data.len() as u64,
+        internal_date,
+        flags,
+        keywords,
+        structure,
+        committed: false,
+    };
+    let write = || -> std::io::Result<()> {
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&prepared.tmp)?;
+        f.write_all(&data)?;
+        // The internal date is kept as the file's mtime: a rebuilt index recovers it from there.
+        let mtime = if internal_date >= 0 {
+            UNIX_EPOCH + Duration::from_secs(internal_date as u64)
+        } else {
+            UNIX_EPOCH
+        };
+        f.set_modified(mtime)?;
+        f.sync_data()
+    };
+    write().ctx(|| format!("writing message into {}", dir.display()))?;
+    prepared.committed = false;
+    Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_normalisation() {
+        assert_eq!(&*normalize_crlf(b"a\r\nb\r\n"), b"a\r\nb\r\n");
+        assert_eq!(&*normalize_crlf(b"a\nb\n"), b"a\r\nb\r\n");
+        assert_eq!(&*normalize_crlf(b"a\r\nb\nc"), b"a\r\nb\r\nc");
+        assert_eq!(&*normalize_crlf(b"a\rb"), b"a\r\nb");
+        assert!(matches!(normalize_crlf(b"x\r\n"), std::borrow::Cow::Borrowed(_)));
+    }
+}
