@@ -1,0 +1,164 @@
+//! Change notification across sessions and processes.
+//!
+//! A write made through this process's `StoreClient` wakes watchers at once (`poke`). Writes
+//! made by other processes (an LMTP delivery, a POP3 expunge, `reconstruct`) are found by one
+//! poller task per process that reads each watched folder's index header every 250 ms: a
+//! 256-byte read per folder, whatever the folder's size, which keeps the one-second promise.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use msgstore::{MailboxName, Store};
+use tokio::sync::watch;
+
+use crate::{ClientError, Result};
+
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+type Token = (u64, u64, u64);
+
+struct Watched {
+    name: MailboxName,
+    tx: watch::Sender<Token>,
+    refs: usize,
+}
+
+type Map = Arc<Mutex<HashMap<String, Watched>>>;
+
+pub(crate) struct Notifier {
+    store: Arc<Store>,
+    map: Map,
+    poller: Mutex<bool>,
+}
+
+impl Notifier {
+    pub(crate) fn new(store: Arc<Store>) -> Notifier {
+        Notifier {
+            store,
+            map: Arc::new(Mutex::new(HashMap::new())),
+            poller: Mutex::new(false),
+        }
+    }
+
+    fn lock(map: &Map) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn watch(&self, name: MailboxName) -> Result<Watcher> {
+        self.ensure_poller();
+        let store = self.store.clone();
+        let n = name.clone();
+        let token = crate::blocking(move || Ok(store.peek_change_token(&n)?)).await?;
+        let mut map = Self::lock(&self.map);
+        let w = map.entry(name.to_string()).or_insert_with(|| Watched {
+            name: name.clone(),
+            tx: watch::channel(token).0,
+            refs: 0,
+        });
+        w.refs += 1;
+        let mut rx = w.tx.subscribe();
+        rx.borrow_and_update();
+        Ok(Watcher {
+            rx,
+            key: name.to_string(),
+            map: Arc::downgrade(&self.map),
+        })
+    }
+
+    /// A change was just made in this process: tell watchers now rather than at the next poll.
+    pub(crate) fn poke(&self, name: &MailboxName) {
+        let tx = match Self::lock(&self.map).get(name.as_str()) {
+            Some(w) => w.tx.clone(),
+            None => return,
+        };
+        match self.store.peek_change_token(name) {
+            Ok(t) => {
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != t;
+                    *cur = t;
+                    changed
+                });
+            }
+            // Deleted or renamed away: wake watchers so they find out.
+            Err(_) => {
+                tx.send_modify(|cur| cur.0 = cur.0.wrapping_add(1 << 32));
+            }
+        }
+    }
+
+    fn ensure_poller(&self) {
+        let mut started = self.poller.lock().unwrap_or_else(|p| p.into_inner());
+        if *started {
+            return;
+        }
+        *started = true;
+        let map = Arc::downgrade(&self.map);
+        let store = self.store.clone();
+        tokio::spawn(poll_loop(map, store));
+    }
+}
+
+async fn poll_loop(map: Weak<Mutex<HashMap<String, Watched>>>, store: Arc<Store>) {
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(map) = map.upgrade() else { return };
+        let targets: Vec<(MailboxName, watch::Sender<Token>)> = Notifier::lock(&map)
+            .values()
+            .map(|w| (w.name.clone(), w.tx.clone()))
+            .collect();
+        drop(map);
+        if targets.is_empty() {
+            continue;
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (name, tx) in targets {
+                let token = match store.peek_change_token(&name) {
+                    Ok(t) => t,
+                    Err(msgstore::StoreError::NoSuchMailbox(_)) => (u64::MAX, u64::MAX, u64::MAX),
+                    Err(_) => continue, // torn read while a writer is mid-update: next tick
+                };
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != token;
+                    *cur = token;
+                    changed
+                });
+            }
+        })
+        .await;
+    }
+}
+
+/// Resolves `changed()` each time the watched folder changes.
+pub struct Watcher {
+    rx: watch::Receiver<Token>,
+    key: String,
+    map: Weak<Mutex<HashMap<String, Watched>>>,
+}
+
+impl Watcher {
+    /// Wait for the next change. Several changes close together may be reported once.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.rx
+            .changed()
+            .await
+            .map_err(|_| ClientError::Internal("store closed".into()))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.upgrade() {
+            let mut m = Notifier::lock(&map);
+            if let Some(w) = m.get_mut(&self.key) {
+                w.refs -= 1;
+                if w.refs == 0 {
+                    m.remove(&self.key);
+                }
+            }
+        }
+    }
+}

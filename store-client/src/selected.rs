@@ -1,0 +1,437 @@
+//! A selected folder: one session's numbered view of a folder (IMAP sequence numbers), kept
+//! in step with the shared state by `poll`, which tells the session what to announce.
+
+use std::collections::{HashMap, HashSet};
+
+use msgstore::{flag, FlagOp, MailboxName, Msg, Store};
+
+use crate::search::{self, SearchKey};
+use crate::types::{Flag, Flags};
+use crate::{blocking, ClientError, MessageStructure, Result, Session};
+
+/// What a FETCH of metadata returns for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub flags: Flags,
+    pub modseq: u64,
+    /// Unix seconds.
+    pub internal_date: i64,
+    pub size: u64,
+    /// When it was saved into this folder (SAVEDATE), Unix seconds.
+    pub save_date: i64,
+}
+
+/// What changed since the last poll, in the order a session announces it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Sequence numbers to announce as EXPUNGE, each valid after the ones before it.
+    pub expunged: Vec<u32>,
+    /// The same messages by UID (QRESYNC VANISHED).
+    pub vanished: Vec<u32>,
+    /// New message count, when messages arrived.
+    pub exists: Option<u32>,
+    /// How many messages are \Recent for this session, when that changed.
+    pub recent: Option<u32>,
+    /// Flag changes by others: (sequence number, uid, flags, modseq).
+    pub flags: Vec<(u32, u32, Flags, u64)>,
+    /// The folder's keywords, when new ones were defined (the FLAGS response).
+    pub keywords: Option<Vec<String>>,
+}
+
+impl Update {
+    pub fn is_empty(&self) -> bool {
+        *self == Update::default()
+    }
+}
+
+/// The result of a flag store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreResult {
+    /// (uid, new flags, new modseq) of every message changed.
+    pub changed: Vec<(u32, Flags, u64)>,
+    /// UIDs left alone because they changed after UNCHANGEDSINCE (RFC 7162 MODIFIED).
+    pub modified: Vec<u32>,
+}
+
+pub struct SelectedFolder {
+    session: Session,
+    name: MailboxName,
+    visible: String,
+    read_only: bool,
+    uidvalidity: u32,
+    uidnext: u32,
+    generation: u64,
+    modseq: u64,
+    uids: Vec<u32>,
+    recent: HashSet<u32>,
+    pending_expunge: HashSet<u32>,
+    own: HashMap<u32, u64>,
+    keywords: Vec<String>,
+    first_unseen: Option<u32>,
+}
+
+fn flags_of(m: &Msg, keywords: &[String]) -> Flags {
+    let mut names = Vec::new();
+    let mut b = m.keywords;
+    while b != 0 {
+        let i = b.trailing_zeros() as usize;
+        if let Some(k) = keywords.get(i).filter(|k| !k.is_empty()) {
+            names.push(k.clone());
+        }
+        b &= b - 1;
+    }
+    Flags {
+        bits: m.flags & flag::USER_MASK,
+        keywords: names,
+    }
+}
+
+impl SelectedFolder {
+    pub(crate) fn open(
+        session: Session,
+        name: MailboxName,
+        visible: String,
+        read_only: bool,
+        store: &Store,
+    ) -> Result<SelectedFolder> {
+        let recent_mark = if read_only {
+            store.status(&name)?.recent_uid
+        } else {
+            store.claim_recent(&name)?
+        };
+        let mut sel = store.with_state(&name, |s| {
+            let uids: Vec<u32> = s.live().map(|m| m.uid).collect();
+            let first_unseen = s
+                .live()
+                .position(|m| m.flags & flag::SEEN == 0)
+                .map(|p| p as u32 + 1);
+            Ok(SelectedFolder {
+                session: session.clone(),
+                name: name.clone(),
+                visible: visible.clone(),
+                read_only,
+                uidvalidity: s.header.uidvalidity,
+                uidnext: s.header.uidnext,
+                generation: s.header.generation,
+                modseq: s.header.highest_modseq,
+                uids,
+                recent: HashSet::new(),
+                pending_expunge: HashSet::new(),
+                own: HashMap::new(),
+                keywords: s.keywords.iter().filter(|k| !k.is_empty()).cloned().collect(),
+                first_unseen,
+            })
+        })?;
+        if !read_only {
+            sel.recent = sel.uids.iter().copied().filter(|&u| u > recent_mark).collect();
+        }
+        Ok(sel)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.visible
+    }
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn uidvalidity(&self) -> u32 {
+        self.uidvalidity
+    }
+    pub fn uidnext(&self) -> u32 {
+        self.uidnext
+    }
+    pub fn highest_modseq(&self) -> u64 {
+        self.modseq
+    }
+    pub fn exists(&self) -> u32 {
+        self.uids.len() as u32
+    }
+    pub fn recent_count(&self) -> u32 {
+        self.recent.len() as u32
+    }
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.contains(&uid)
+    }
+    /// Sequence number of the first unseen message at select time.
+    pub fn first_unseen(&self) -> Option<u32> {
+        self.first_unseen
+    }
+    /// Keywords defined in the folder (for the FLAGS and PERMANENTFLAGS responses).
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+    /// UIDs in sequence-number order.
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+    pub fn uid_of(&self, seq: u32) -> Option<u32> {
+        self.uids.get((seq as usize).checked_sub(1)?).copied()
+    }
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
+    }
+
+    fn store(&self) -> std::sync::Arc<Store> {
+        self.session.client.store().clone()
+    }
+
+    /// Flags, modseq, dates and sizes of messages, in the order asked. Messages expunged
+    /// meanwhile are left out.
+    pub async fn fetch_meta(&self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
+        let store = self.store();
+        let name = self.name.clone();
+        let uids = uids.to_vec();
+        blocking(move || {
+            store.with_state(&name, |s| {
+                let positions: Vec<Option<usize>> = uids
+                    .iter()
+                    .map(|&u| s.position(u).filter(|&p| !s.msgs[p].is_expunged()))
+                    .collect();
+                let (lo, hi) = positions
+                    .iter()
+                    .flatten()
+                    .fold((usize::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p + 1)));
+                if lo >= hi {
+                    return Ok(Vec::new());
+                }
+                // One read covering the span beats one read per message for ranges like 1:*.
+                let span = hi - lo;
+                let count = positions.iter().flatten().count();
+                let records = if span <= count.saturating_mul(4) {
+                    Some(s.records(lo, hi, name.as_str())?)
+                } else {
+                    None
+                };
+                let mut out = Vec::with_capacity(count);
+                for p in positions.into_iter().flatten() {
+                    let m = &s.msgs[p];
+                    let rec = match &records {
+                        Some(r) => r[p - lo],
+                        None => s.record(m.uid, name.as_str())?,
+                    };
+                    out.push(MessageMeta {
+                        uid: m.uid,
+                        flags: flags_of(m, &s.keywords),
+                        modseq: m.modseq,
+                        internal_date: rec.internal_date,
+                        size: rec.size,
+                        save_date: rec.save_date,
+                    });
+                }
+                Ok(out)
+            })
+            .map_err(ClientError::from)
+        })
+        .await
+    }
+
+    /// The parsed structure (envelope, body structure, part offsets) of a message.
+    pub async fn structure(&self, uid: u32) -> Result<MessageStructure> {
+        let (store, name) = (self.store(), self.name.clone());
+        blocking(move || Ok(store.structure(&name, uid)?)).await
+    }
+
+    /// The whole message, as stored (CRLF line endings).
+    pub async fn read_message(&self, uid: u32) -> Result<Vec<u8>> {
+        let (store, name) = (self.store(), self.name.clone());
+        blocking(move || Ok(store.read_message(&name, uid)?)).await
+    }
+
+    /// `len` bytes from `offset` of a message (partial FETCH, BODY[1] as a byte range).
+    pub async fn read_range(&self, uid: u32, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (store, name) = (self.store(), self.name.clone());
+        blocking(move || Ok(store.read_message_range(&name, uid, offset, len)?)).await
+    }
+
+    /// The message as a file to stream from, with its size: large messages are never held
+    /// in memory.
+    pub async fn open_message(&self, uid: u32) -> Result<(tokio::fs::File, u64)> {
+        let (store, name) = (self.store(), self.name.clone());
+        let (f, size) = blocking(move || Ok(store.open_message(&name, uid)?)).await?;
+        Ok((tokio::fs::File::from_std(f), size))
+    }
+
+    /// Change flags (STORE / UID STORE). Needs `s` for \Seen, `t` for \Deleted, `w` for the rest.
+    pub async fn store_flags(
+        &mut self,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[Flag],
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreResult> {
+        if self.read_only {
+            return Err(ClientError::PermissionDenied("mailbox is read-only".into()));
+        }
+        let f = Flags::from_list(flags);
+        let session = self.session.clone();
+        let name = self.name.clone();
+        let uids = uids.to_vec();
+        let outcome = blocking(move || {
+            if name.user() != session.user() {
+                let r = session.client.store().rights(&name, session.user())?;
+                let need_seen = f.bits & flag::SEEN != 0;
+                let need_del = f.bits & flag::DELETED != 0;
+                let need_w = f.bits & !(flag::SEEN | flag::DELETED) != 0 || !f.keywords.is_empty();
+                if (need_seen && !r.has('s')) || (need_del && !r.has('t')) || (need_w && !r.has('w')) {
+                    return Err(ClientError::PermissionDenied(format!("insufficient rights on {name}")));
+                }
+            }
+            let store = session.client.store();
+            let out = store.store_flags(&name, &uids, op, f.bits, &f.keywords, unchanged_since)?;
+            let kws = store.with_state(&name, |s| Ok(s.keywords.clone()))?;
+            Ok((out, kws))
+        })
+        .await?;
+        let (out, kws) = outcome;
+        self.session.client.notifier().poke(&self.name);
+        let mut result = StoreResult {
+            modified: out.modified,
+            ..Default::default()
+        };
+        for m in out.changed {
+            self.own.insert(m.uid, m.modseq);
+            result.changed.push((m.uid, flags_of(&m, &kws), m.modseq));
+        }
+        Ok(result)
+    }
+
+    /// Expunge \Deleted messages (within `uids` for UID EXPUNGE). Returns the UIDs expunged;
+    /// `poll(true)` then gives their sequence numbers to announce.
+    pub async fn expunge(&mut self, uids: Option<&[u32]>) -> Result<Vec<u32>> {
+        if self.read_only {
+            return Err(ClientError::PermissionDenied("mailbox is read-only".into()));
+        }
+        let session = self.session.clone();
+        let name = self.name.clone();
+        let uids = uids.map(<[u32]>::to_vec);
+        let gone = blocking(move || {
+            session.require(&name, 'e')?;
+            Ok(session.client.store().expunge(&name, uids.as_deref())?)
+        })
+        .await?;
+        self.session.client.notifier().poke(&self.name);
+        Ok(gone.into_iter().map(|g| g.uid).collect())
+    }
+
+    /// Catch up with changes made by anyone. Expunges are applied to the numbering only when
+    /// `allow_expunge` (IMAP forbids renumbering during FETCH, STORE and SEARCH); until then
+    /// they are kept pending.
+    pub async fn poll(&mut self, allow_expunge: bool) -> Result<Update> {
+        let (store, name) = (self.store(), self.name.clone());
+        let since = self.modseq;
+        let generation = self.generation;
+        enum Seen {
+            Changed(Vec<Msg>),
+            Full(Vec<Msg>),
+        }
+        let (seen, highest, uidnext, gen, keywords) = blocking(move || {
+            Ok(store.with_state(&name, |s| {
+                let seen = if s.header.generation != generation {
+                    Seen::Full(s.live().copied().collect())
+                } else {
+                    Seen::Changed(s.msgs.iter().filter(|m| m.modseq > since).copied().collect())
+                };
+                let kws: Vec<String> = s.keywords.iter().filter(|k| !k.is_empty()).cloned().collect();
+                Ok((seen, s.header.highest_modseq, s.header.uidnext, s.header.generation, kws))
+            })?)
+        })
+        .await?;
+        let mut up = Update::default();
+        let mut last_uid = self.uids.last().copied().unwrap_or(0);
+        let mut arrived = Vec::new();
+        let mut changed = Vec::new();
+        match seen {
+            Seen::Changed(msgs) => {
+                for m in msgs {
+                    if m.is_expunged() {
+                        if self.seq_of(m.uid).is_some() {
+                            self.pending_expunge.insert(m.uid);
+                        }
+                    } else if m.uid > last_uid {
+                        arrived.push(m);
+                    } else if self.seq_of(m.uid).is_some() {
+                        changed.push(m);
+                    }
+                }
+            }
+            Seen::Full(live) => {
+                let live_set: HashSet<u32> = live.iter().map(|m| m.uid).collect();
+                for &u in &self.uids {
+                    if !live_set.contains(&u) {
+                        self.pending_expunge.insert(u);
+                    }
+                }
+                for m in live {
+                    if m.uid > last_uid {
+                        arrived.push(m);
+                    } else if m.modseq > since && self.seq_of(m.uid).is_some() {
+                        changed.push(m);
+                    }
+                }
+            }
+        }
+        if allow_expunge && !self.pending_expunge.is_empty() {
+            let mut i = 0;
+            while i < self.uids.len() {
+                let u = self.uids[i];
+                if self.pending_expunge.remove(&u) {
+                    self.uids.remove(i);
+                    self.recent.remove(&u);
+                    self.own.remove(&u);
+                    up.expunged.push(i as u32 + 1);
+                    up.vanished.push(u);
+                } else {
+                    i += 1;
+                }
+            }
+            self.pending_expunge.clear();
+        }
+        if !arrived.is_empty() {
+            arrived.sort_by_key(|m| m.uid);
+            let new_uids: Vec<u32> = arrived.iter().map(|m| m.uid).collect();
+            self.uids.extend(&new_uids);
+            last_uid = *new_uids.last().unwrap_or(&last_uid);
+            if !self.read_only {
+                let (store, name) = (self.store(), self.name.clone());
+                let mark = blocking(move || Ok(store.claim_recent(&name)?)).await?;
+                for u in new_uids {
+                    if u > mark {
+                        self.recent.insert(u);
+                    }
+                }
+            }
+            up.exists = Some(self.uids.len() as u32);
+            up.recent = Some(self.recent.len() as u32);
+        } else if !up.expunged.is_empty() {
+            up.recent = Some(self.recent.len() as u32);
+        }
+        let _ = last_uid;
+        for m in changed {
+            if self.own.get(&m.uid) == Some(&m.modseq) {
+                continue;
+            }
+            if let Some(seq) = self.seq_of(m.uid) {
+                up.flags.push((seq, m.uid, flags_of(&m, &keywords), m.modseq));
+            }
+        }
+        if keywords != self.keywords {
+            self.keywords = keywords.clone();
+            up.keywords = Some(keywords);
+        }
+        self.modseq = highest;
+        self.uidnext = uidnext;
+        self.generation = gen;
+        self.own.retain(|_, ms| *ms > highest);
+        Ok(up)
+    }
+
+    /// UIDs of the messages matching `key`, in UID order.
+    pub async fn search(&self, key: &SearchKey) -> Result<Vec<u32>> {
+        let (store, name) = (self.store(), self.name.clone());
+        let key = key.clone();
+        let seqs = self.uids.clone();
+        let recent = self.recent.clone();
+        blocking(move || search::run(&store, &name, &key, &seqs, &recent)).await
+    }
+}
