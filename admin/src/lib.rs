@@ -74,15 +74,19 @@ pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("invalid size {s:?}: unknown unit {c:?} (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "invalid size {s:?}: unknown unit {c:?} (use K, M, G or T)"
+                    ))
+                }
             };
             (&t[..i], m)
         }
         _ => (t, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number, optionally with K, M, G or T, or 'none'"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number, optionally with K, M, G or T, or 'none'")
+    })?;
     n.checked_mul(mult)
         .map(Some)
         .ok_or_else(|| format!("invalid size {s:?}: too large"))

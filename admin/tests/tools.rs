@@ -5,7 +5,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn cmd(bin: &str, root: &Path, args: &[&str]) -> Output {
-    Command::new(bin).arg("--root").arg(root).args(args).output().expect("run command")
+    Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run command")
 }
 
 fn cmd_stdin(bin: &str, root: &Path, args: &[&str], input: &str) -> Output {
@@ -18,7 +23,12 @@ fn cmd_stdin(bin: &str, root: &Path, args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -51,7 +61,11 @@ fn start_msg_prepares_an_instance_once() {
     let o = cmd(MSUSER, d.path(), &["list"]);
     assert_eq!(out(&o), "admin\n");
     // The generated password works.
-    let o1 = cmd(START_MSG, tempfile::tempdir().unwrap().path(), &["--user", "joe"]);
+    let o1 = cmd(
+        START_MSG,
+        tempfile::tempdir().unwrap().path(),
+        &["--user", "joe"],
+    );
     assert!(out(&o1).contains("First user created: joe"));
 }
 
@@ -59,29 +73,48 @@ fn start_msg_prepares_an_instance_once() {
 fn start_msg_refuses_an_invalid_configuration() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("config")).unwrap();
-    std::fs::write(d.path().join("config/msg.conf"), "local.store.snapshotdirs = 400\n").unwrap();
+    std::fs::write(
+        d.path().join("config/msg.conf"),
+        "local.store.snapshotdirs = 400\n",
+    )
+    .unwrap();
     let o = cmd(START_MSG, d.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err(&o).contains("local.store.snapshotdirs: value 400 is out of range (2 to 367)"), "{}", err(&o));
+    assert!(
+        err(&o).contains("local.store.snapshotdirs: value 400 is out of range (2 to 367)"),
+        "{}",
+        err(&o)
+    );
 }
 
 #[test]
 fn mboxutil_create_list_rename_delete_and_quota() {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
-    for n in ["user/usr44/INBOX", "user/usr440/INBOX", "user/usr4/INBOX", "user/joe/Work/2026"] {
+    for n in [
+        "user/usr44/INBOX",
+        "user/usr440/INBOX",
+        "user/usr4/INBOX",
+        "user/joe/Work/2026",
+    ] {
         let o = cmd(MBOXUTIL, r, &["-c", n]);
         assert!(o.status.success(), "{n}: {}", err(&o));
     }
     // Parents are created too.
     let o = cmd(MBOXUTIL, r, &["-l", "-p", "user/joe/*"]);
     let listing = out(&o);
-    let names: Vec<&str> = listing.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
     assert_eq!(names, ["user/joe/Work", "user/joe/Work/2026"]);
     // The seed's example: exactly the matching folders.
     let o = cmd(MBOXUTIL, r, &["-l", "-p", "user/usr44*"]);
     let binding = out(&o);
-    let names: Vec<&str> = binding.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    let names: Vec<&str> = binding
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
     assert_eq!(names, ["user/usr44/INBOX", "user/usr440/INBOX"]);
     let o = cmd(MBOXUTIL, r, &["-l", "-p", "user/%/INBOX", "-x"]);
     assert_eq!(out(&o).lines().count(), 3);
@@ -109,7 +142,10 @@ fn mboxutil_create_list_rename_delete_and_quota() {
 
     let o = cmd(MBOXUTIL, r, &["-d", "user/joe/Jobs"]);
     assert!(o.status.success());
-    assert_eq!(out(&o), "deleted user/joe/Jobs/2026\ndeleted user/joe/Jobs\n");
+    assert_eq!(
+        out(&o),
+        "deleted user/joe/Jobs/2026\ndeleted user/joe/Jobs\n"
+    );
     let o = cmd(MBOXUTIL, r, &["-d", "user/usr4"]);
     assert_eq!(out(&o), "deleted user/usr4/INBOX\n");
     let o = cmd(MBOXUTIL, r, &["-d", "user/joe/Nope"]);
@@ -138,7 +174,10 @@ fn mboxutil_bad_input() {
     assert!(err(&o).contains("nosuch"), "{}", err(&o));
     let o = Command::new(MBOXUTIL).arg("--help").output().unwrap();
     assert!(o.status.success());
-    assert!(out(&o).contains("quote"), "help tells that shells need patterns quoted");
+    assert!(
+        out(&o).contains("quote"),
+        "help tells that shells need patterns quoted"
+    );
 }
 
 #[test]
@@ -172,32 +211,73 @@ fn configutil_lists_gets_sets_and_validates() {
     assert!(out(&o).contains("local.store.snapshotinterval = 1440"));
     let o = cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval"]);
     assert_eq!(out(&o), "1440\n");
-    let o = cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval", "-v", "720"]);
+    let o = cmd(
+        CONFIGUTIL,
+        r,
+        &["-o", "local.store.snapshotinterval", "-v", "720"],
+    );
     assert!(o.status.success(), "{}", err(&o));
     let o = cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval"]);
     assert_eq!(out(&o), "720\n");
     for (name, value, expect) in [
-        ("local.store.snapshotinterval", "0", "local.store.snapshotinterval: value 0 is out of range (1 to 46080)"),
-        ("local.store.snapshotinterval", "46081", "value 46081 is out of range (1 to 46080)"),
-        ("local.store.snapshotdirs", "1", "local.store.snapshotdirs: value 1 is out of range (2 to 367)"),
-        ("local.store.snapshotdirs", "368", "value 368 is out of range (2 to 367)"),
-        ("local.store.snapshotdirs", "three", "local.store.snapshotdirs"),
+        (
+            "local.store.snapshotinterval",
+            "0",
+            "local.store.snapshotinterval: value 0 is out of range (1 to 46080)",
+        ),
+        (
+            "local.store.snapshotinterval",
+            "46081",
+            "value 46081 is out of range (1 to 46080)",
+        ),
+        (
+            "local.store.snapshotdirs",
+            "1",
+            "local.store.snapshotdirs: value 1 is out of range (2 to 367)",
+        ),
+        (
+            "local.store.snapshotdirs",
+            "368",
+            "value 368 is out of range (2 to 367)",
+        ),
+        (
+            "local.store.snapshotdirs",
+            "three",
+            "local.store.snapshotdirs",
+        ),
     ] {
         let o = cmd(CONFIGUTIL, r, &["-o", name, "-v", value]);
         assert_eq!(o.status.code(), Some(1), "{name}={value}");
         assert!(err(&o).contains(expect), "{name}={value}: {}", err(&o));
     }
     for ok in ["1", "46080"] {
-        assert!(cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval", "-v", ok]).status.success());
+        assert!(cmd(
+            CONFIGUTIL,
+            r,
+            &["-o", "local.store.snapshotinterval", "-v", ok]
+        )
+        .status
+        .success());
     }
     for ok in ["2", "367"] {
-        assert!(cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotdirs", "-v", ok]).status.success());
+        assert!(
+            cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotdirs", "-v", ok])
+                .status
+                .success()
+        );
     }
     let o = cmd(CONFIGUTIL, r, &["-o", "no.such.parameter"]);
     assert_eq!(o.status.code(), Some(1));
-    let o = cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval", "-v", ""]);
+    let o = cmd(
+        CONFIGUTIL,
+        r,
+        &["-o", "local.store.snapshotinterval", "-v", ""],
+    );
     assert!(o.status.success());
-    assert_eq!(out(&cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval"])), "1440\n");
+    assert_eq!(
+        out(&cmd(CONFIGUTIL, r, &["-o", "local.store.snapshotinterval"])),
+        "1440\n"
+    );
     let o = cmd(CONFIGUTIL, r, &["-H", "-o", "local.store.snapshotdirs"]);
     assert!(out(&o).contains("367"), "{}", out(&o));
     let o = cmd(CONFIGUTIL, r, &["-v", "3"]);
@@ -221,7 +301,9 @@ fn msuser_manages_users() {
     let passwd = std::fs::read_to_string(r.join("config/passwd")).unwrap();
     assert!(passwd.contains("joe:{ARGON2ID}$argon2id$"), "{passwd}");
     assert!(!passwd.contains("s3cret"));
-    assert!(cmd_stdin(MSUSER, r, &["passwd", "joe"], "new\n").status.success());
+    assert!(cmd_stdin(MSUSER, r, &["passwd", "joe"], "new\n")
+        .status
+        .success());
     assert!(cmd(MSUSER, r, &["delete", "bob"]).status.success());
     assert_eq!(out(&cmd(MSUSER, r, &["list"])), "joe\n");
     assert_eq!(cmd(MSUSER, r, &["delete", "bob"]).status.code(), Some(1));

@@ -32,12 +32,12 @@ use std::sync::Arc;
 use msgstore::{MailboxName, Pattern, Store, StoreError, UserName};
 
 pub use message_structure::MessageStructure;
+pub use msgstore::FlagOp;
 pub use msgstore::{FolderStatus, Quota};
 pub use notify::Watcher;
 pub use search::SearchKey;
-pub use selected::{MessageMeta, SelectedFolder, Update};
-pub use msgstore::FlagOp;
 pub use selected::StoreResult;
+pub use selected::{MessageMeta, SelectedFolder, Update};
 pub use types::{Flag, Flags, Keyword, NumberSet};
 pub use userdb::Secret;
 
@@ -85,7 +85,9 @@ impl From<StoreError> for ClientError {
             StoreError::MailboxExists(n) => ClientError::MailboxExists(n),
             StoreError::HasChildren(n) => ClientError::HasChildren(n),
             StoreError::NoSuchMessage(u) => ClientError::NoSuchMessage(u),
-            StoreError::OverQuota { root, what } => ClientError::OverQuota(format!("{root} ({what})")),
+            StoreError::OverQuota { root, what } => {
+                ClientError::OverQuota(format!("{root} ({what})"))
+            }
             StoreError::MessageTooLarge { size, limit } => ClientError::TooLarge { size, limit },
             StoreError::FolderFull { mailbox, limit } => {
                 ClientError::MailboxFull(format!("{mailbox} holds its limit of {limit} messages"))
@@ -265,7 +267,10 @@ impl Session {
         let own = format!("user/{}/", self.user);
         match name.strip_prefix(&own) {
             Some(rest) => rest.to_owned(),
-            None => format!("{SHARED_PREFIX}{}", name.strip_prefix("user/").unwrap_or(name)),
+            None => format!(
+                "{SHARED_PREFIX}{}",
+                name.strip_prefix("user/").unwrap_or(name)
+            ),
         }
     }
 
@@ -278,7 +283,9 @@ impl Session {
         if r.has(right) {
             Ok(())
         } else if r.has('l') {
-            Err(ClientError::PermissionDenied(format!("no '{right}' right on {name}")))
+            Err(ClientError::PermissionDenied(format!(
+                "no '{right}' right on {name}"
+            )))
         } else {
             // Without lookup rights the folder does not exist for this user.
             Err(ClientError::NoSuchMailbox(self.visible(name.as_str())))
@@ -317,7 +324,8 @@ impl Session {
             let all: Vec<String> = names.iter().map(|(e, _)| s.visible(&e.name)).collect();
             let mut out = Vec::new();
             for ((e, shared), visible) in names.iter().zip(&all) {
-                let matched = pat.matches(visible) || (visible.starts_with("INBOX") && inbox_pat.matches(visible));
+                let matched = pat.matches(visible)
+                    || (visible.starts_with("INBOX") && inbox_pat.matches(visible));
                 if !matched {
                     continue;
                 }
@@ -343,7 +351,9 @@ impl Session {
         self.run(move |s, store| {
             let name = s.resolve(&folder)?;
             if name.user() != s.user.as_str() {
-                let parent = name.parent().ok_or_else(|| ClientError::PermissionDenied("cannot create here".into()))?;
+                let parent = name
+                    .parent()
+                    .ok_or_else(|| ClientError::PermissionDenied("cannot create here".into()))?;
                 s.require(&parent, 'k')?;
             }
             let mut chain = Vec::new();
@@ -373,7 +383,9 @@ impl Session {
             .run(move |s, store| {
                 let name = s.resolve(&folder)?;
                 if name.is_inbox() && name.user() == s.user.as_str() {
-                    return Err(ClientError::PermissionDenied("INBOX cannot be deleted".into()));
+                    return Err(ClientError::PermissionDenied(
+                        "INBOX cannot be deleted".into(),
+                    ));
                 }
                 s.require(&name, 'x')?;
                 store.delete_mailbox(&name, false)?;
@@ -392,7 +404,9 @@ impl Session {
             let b = s.resolve(&to)?;
             s.require(&a, 'x')?;
             if b.user() != s.user.as_str() {
-                return Err(ClientError::PermissionDenied("cannot rename into another user's folders".into()));
+                return Err(ClientError::PermissionDenied(
+                    "cannot rename into another user's folders".into(),
+                ));
             }
             let mut p = b.parent();
             let mut chain = Vec::new();
@@ -401,7 +415,10 @@ impl Session {
                 chain.push(n);
             }
             for parent in chain.into_iter().rev() {
-                if parent != a && !a.is_ancestor_of(&parent) && store.db().get(parent.as_str())?.is_none() {
+                if parent != a
+                    && !a.is_ancestor_of(&parent)
+                    && store.db().get(parent.as_str())?.is_none()
+                {
                     store.create_mailbox(&parent, None, None)?;
                 }
             }
@@ -521,11 +538,25 @@ impl Session {
                 s.require(&b, 'i')?;
                 if mv {
                     s.require(&a, 'e')?;
-                    let (v, map, _) = store.move_messages(&a, &uids, &b)?;
-                    Ok((a, b, CopyUids { uidvalidity: v, map }))
+                    let moved = store.move_messages(&a, &uids, &b)?;
+                    Ok((
+                        a,
+                        b,
+                        CopyUids {
+                            uidvalidity: moved.uidvalidity,
+                            map: moved.map,
+                        },
+                    ))
                 } else {
                     let (v, map) = store.copy_messages(&a, &uids, &b)?;
-                    Ok((a, b, CopyUids { uidvalidity: v, map }))
+                    Ok((
+                        a,
+                        b,
+                        CopyUids {
+                            uidvalidity: v,
+                            map,
+                        },
+                    ))
                 }
             })
             .await?;
@@ -543,7 +574,9 @@ impl Session {
         self.run(move |s, store| {
             let name = s.resolve(&folder)?;
             s.require(&name, 'r')?;
-            let writable = !read_only && (name.user() == s.user.as_str() || store.rights(&name, s.user.as_str())?.has('s'));
+            let writable = !read_only
+                && (name.user() == s.user.as_str()
+                    || store.rights(&name, s.user.as_str())?.has('s'));
             SelectedFolder::open(this, name, folder, !writable, store)
         })
         .await
@@ -574,12 +607,15 @@ impl Session {
 
     /// Set or remove (empty rights) an identifier's rights: needs the `a` right.
     pub async fn set_acl(&self, folder: &str, identifier: &str, rights: &str) -> Result<()> {
-        let (folder, identifier, rights) = (folder.to_owned(), identifier.to_owned(), rights.to_owned());
+        let (folder, identifier, rights) =
+            (folder.to_owned(), identifier.to_owned(), rights.to_owned());
         self.run(move |s, store| {
             let n = s.resolve(&folder)?;
             s.require(&n, 'a')?;
             if identifier == n.user() {
-                return Err(ClientError::InvalidArgument("the owner's rights cannot be changed".into()));
+                return Err(ClientError::InvalidArgument(
+                    "the owner's rights cannot be changed".into(),
+                ));
             }
             Ok(store.set_acl(&n, &identifier, &rights)?)
         })

@@ -49,8 +49,8 @@ impl SearchKey {
     fn needs_record(&self) -> bool {
         use SearchKey::*;
         match self {
-            Before(_) | On(_) | Since(_) | Larger(_) | Smaller(_) | SaveDateBefore(_) | SaveDateOn(_)
-            | SaveDateSince(_) | Younger(_) | Older(_) => true,
+            Before(_) | On(_) | Since(_) | Larger(_) | Smaller(_) | SaveDateBefore(_)
+            | SaveDateOn(_) | SaveDateSince(_) | Younger(_) | Older(_) => true,
             Not(k) => k.needs_record(),
             Or(a, b) => a.needs_record() || b.needs_record(),
             And(v) => v.iter().any(SearchKey::needs_record),
@@ -198,7 +198,9 @@ fn header_contains(raw: &[u8], field: &str, value: &str) -> bool {
         if value.is_empty() {
             return true;
         }
-        let rawv = String::from_utf8_lossy(&raw[h.offset_start() as usize..h.offset_end().min(raw.len() as u32) as usize]);
+        let rawv = String::from_utf8_lossy(
+            &raw[h.offset_start() as usize..h.offset_end().min(raw.len() as u32) as usize],
+        );
         if contains_ci(&rawv.replace("\r\n", ""), value) {
             return true;
         }
@@ -255,7 +257,9 @@ pub(crate) fn run(
     recent: &HashSet<u32>,
 ) -> Result<Vec<u32>> {
     let (msgs, keywords) = store
-        .with_state(name, |s| Ok((s.live().copied().collect::<Vec<Msg>>(), s.keywords.clone())))
+        .with_state(name, |s| {
+            Ok((s.live().copied().collect::<Vec<Msg>>(), s.keywords.clone()))
+        })
         .map_err(ClientError::from)?;
     let records = if key.needs_record() && !msgs.is_empty() {
         // One read of every record, mapped by UID.
@@ -273,7 +277,9 @@ pub(crate) fn run(
     let mut out = Vec::new();
     for m in msgs {
         // Sequence numbers are the session's: messages it does not know yet do not match.
-        let Ok(pos) = seqs.binary_search(&m.uid) else { continue };
+        let Ok(pos) = seqs.binary_search(&m.uid) else {
+            continue;
+        };
         let mut ctx = Ctx {
             store,
             name,

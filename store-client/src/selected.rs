@@ -119,12 +119,22 @@ impl SelectedFolder {
                 recent: HashSet::new(),
                 pending_expunge: HashSet::new(),
                 own: HashMap::new(),
-                keywords: s.keywords.iter().filter(|k| !k.is_empty()).cloned().collect(),
+                keywords: s
+                    .keywords
+                    .iter()
+                    .filter(|k| !k.is_empty())
+                    .cloned()
+                    .collect(),
                 first_unseen,
             })
         })?;
         if !read_only {
-            sel.recent = sel.uids.iter().copied().filter(|&u| u > recent_mark).collect();
+            sel.recent = sel
+                .uids
+                .iter()
+                .copied()
+                .filter(|&u| u > recent_mark)
+                .collect();
         }
         Ok(sel)
     }
@@ -183,45 +193,46 @@ impl SelectedFolder {
         let name = self.name.clone();
         let uids = uids.to_vec();
         blocking(move || {
-            store.with_state(&name, |s| {
-                let positions: Vec<Option<usize>> = uids
-                    .iter()
-                    .map(|&u| s.position(u).filter(|&p| !s.msgs[p].is_expunged()))
-                    .collect();
-                let (lo, hi) = positions
-                    .iter()
-                    .flatten()
-                    .fold((usize::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p + 1)));
-                if lo >= hi {
-                    return Ok(Vec::new());
-                }
-                // One read covering the span beats one read per message for ranges like 1:*.
-                let span = hi - lo;
-                let count = positions.iter().flatten().count();
-                let records = if span <= count.saturating_mul(4) {
-                    Some(s.records(lo, hi, name.as_str())?)
-                } else {
-                    None
-                };
-                let mut out = Vec::with_capacity(count);
-                for p in positions.into_iter().flatten() {
-                    let m = &s.msgs[p];
-                    let rec = match &records {
-                        Some(r) => r[p - lo],
-                        None => s.record(m.uid, name.as_str())?,
+            store
+                .with_state(&name, |s| {
+                    let positions: Vec<Option<usize>> = uids
+                        .iter()
+                        .map(|&u| s.position(u).filter(|&p| !s.msgs[p].is_expunged()))
+                        .collect();
+                    let (lo, hi) = positions
+                        .iter()
+                        .flatten()
+                        .fold((usize::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p + 1)));
+                    if lo >= hi {
+                        return Ok(Vec::new());
+                    }
+                    // One read covering the span beats one read per message for ranges like 1:*.
+                    let span = hi - lo;
+                    let count = positions.iter().flatten().count();
+                    let records = if span <= count.saturating_mul(4) {
+                        Some(s.records(lo, hi, name.as_str())?)
+                    } else {
+                        None
                     };
-                    out.push(MessageMeta {
-                        uid: m.uid,
-                        flags: flags_of(m, &s.keywords),
-                        modseq: m.modseq,
-                        internal_date: rec.internal_date,
-                        size: rec.size,
-                        save_date: rec.save_date,
-                    });
-                }
-                Ok(out)
-            })
-            .map_err(ClientError::from)
+                    let mut out = Vec::with_capacity(count);
+                    for p in positions.into_iter().flatten() {
+                        let m = &s.msgs[p];
+                        let rec = match &records {
+                            Some(r) => r[p - lo],
+                            None => s.record(m.uid, name.as_str())?,
+                        };
+                        out.push(MessageMeta {
+                            uid: m.uid,
+                            flags: flags_of(m, &s.keywords),
+                            modseq: m.modseq,
+                            internal_date: rec.internal_date,
+                            size: rec.size,
+                            save_date: rec.save_date,
+                        });
+                    }
+                    Ok(out)
+                })
+                .map_err(ClientError::from)
         })
         .await
     }
@@ -273,8 +284,13 @@ impl SelectedFolder {
                 let need_seen = f.bits & flag::SEEN != 0;
                 let need_del = f.bits & flag::DELETED != 0;
                 let need_w = f.bits & !(flag::SEEN | flag::DELETED) != 0 || !f.keywords.is_empty();
-                if (need_seen && !r.has('s')) || (need_del && !r.has('t')) || (need_w && !r.has('w')) {
-                    return Err(ClientError::PermissionDenied(format!("insufficient rights on {name}")));
+                if (need_seen && !r.has('s'))
+                    || (need_del && !r.has('t'))
+                    || (need_w && !r.has('w'))
+                {
+                    return Err(ClientError::PermissionDenied(format!(
+                        "insufficient rights on {name}"
+                    )));
                 }
             }
             let store = session.client.store();
@@ -330,10 +346,27 @@ impl SelectedFolder {
                 let seen = if s.header.generation != generation {
                     Seen::Full(s.live().copied().collect())
                 } else {
-                    Seen::Changed(s.msgs.iter().filter(|m| m.modseq > since).copied().collect())
+                    Seen::Changed(
+                        s.msgs
+                            .iter()
+                            .filter(|m| m.modseq > since)
+                            .copied()
+                            .collect(),
+                    )
                 };
-                let kws: Vec<String> = s.keywords.iter().filter(|k| !k.is_empty()).cloned().collect();
-                Ok((seen, s.header.highest_modseq, s.header.uidnext, s.header.generation, kws))
+                let kws: Vec<String> = s
+                    .keywords
+                    .iter()
+                    .filter(|k| !k.is_empty())
+                    .cloned()
+                    .collect();
+                Ok((
+                    seen,
+                    s.header.highest_modseq,
+                    s.header.uidnext,
+                    s.header.generation,
+                    kws,
+                ))
             })?)
         })
         .await?;
@@ -412,7 +445,8 @@ impl SelectedFolder {
                 continue;
             }
             if let Some(seq) = self.seq_of(m.uid) {
-                up.flags.push((seq, m.uid, flags_of(&m, &keywords), m.modseq));
+                up.flags
+                    .push((seq, m.uid, flags_of(&m, &keywords), m.modseq));
             }
         }
         if keywords != self.keywords {

@@ -25,7 +25,9 @@ impl Flag {
                 "flagged" => Ok(Flag::Flagged),
                 "deleted" => Ok(Flag::Deleted),
                 "draft" => Ok(Flag::Draft),
-                _ => Err(ClientError::InvalidArgument(format!("unknown system flag {s}"))),
+                _ => Err(ClientError::InvalidArgument(format!(
+                    "unknown system flag {s}"
+                ))),
             };
         }
         Ok(Flag::Keyword(Keyword::new(s)?))
@@ -66,12 +68,15 @@ impl Keyword {
         let ok = !s.is_empty()
             && s.len() <= msgstore::index::MAX_KEYWORD_LEN
             && s.bytes().all(|b| {
-                b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+                b.is_ascii_graphic()
+                    && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
             });
         if ok {
             Ok(Keyword(s.to_owned()))
         } else {
-            Err(ClientError::InvalidArgument(format!("invalid keyword {s:?}")))
+            Err(ClientError::InvalidArgument(format!(
+                "invalid keyword {s:?}"
+            )))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -100,7 +105,11 @@ impl Flags {
     pub fn insert(&mut self, flag: Flag) {
         match flag {
             Flag::Keyword(k) => {
-                if !self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.as_str())) {
+                if !self
+                    .keywords
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(k.as_str()))
+                {
                     self.keywords.push(k.0)
                 }
             }
@@ -109,7 +118,10 @@ impl Flags {
     }
     pub fn contains(&self, flag: &Flag) -> bool {
         match flag {
-            Flag::Keyword(k) => self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.as_str())),
+            Flag::Keyword(k) => self
+                .keywords
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(k.as_str())),
             other => self.bits & other.bit() != 0,
         }
     }
@@ -232,7 +244,10 @@ mod tests {
         assert!(Flag::parse(&"k".repeat(60)).is_err());
         let f = Flags::from_list(&[Flag::Deleted, Flag::parse("Junk").unwrap(), Flag::Seen]);
         assert_eq!(
-            f.to_vec().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            f.to_vec()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             ["\\Seen", "\\Deleted", "Junk"]
         );
     }

@@ -8,8 +8,12 @@ async fn setup() -> (tempfile::TempDir, StoreClient) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     let users = userdb::UserDb::open(dir.path().join("config/passwd")).unwrap();
-    users.add("joe", &Secret::new("joe-secret".to_string())).unwrap();
-    users.add("bob", &Secret::new("bob-secret".to_string())).unwrap();
+    users
+        .add("joe", &Secret::new("joe-secret".to_string()))
+        .unwrap();
+    users
+        .add("bob", &Secret::new("bob-secret".to_string()))
+        .unwrap();
     let client = StoreClient::open(dir.path()).await.unwrap();
     (dir, client)
 }
@@ -21,15 +25,36 @@ fn mail(subject: &str, body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn authenticate_provisions_and_refuses_bad_passwords() {
     let (_d, c) = setup().await;
-    assert!(matches!(c.authenticate("joe", &Secret::new("wrong".into())).await, Err(ClientError::AuthenticationFailed)));
-    assert!(matches!(c.authenticate("nobody", &Secret::new("x".into())).await, Err(ClientError::AuthenticationFailed)));
-    let s = c.authenticate("joe", &Secret::new("joe-secret".into())).await.unwrap();
-    let names: Vec<String> = s.list("*").await.unwrap().into_iter().map(|m| m.name).collect();
-    assert_eq!(names, ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]);
+    assert!(matches!(
+        c.authenticate("joe", &Secret::new("wrong".into())).await,
+        Err(ClientError::AuthenticationFailed)
+    ));
+    assert!(matches!(
+        c.authenticate("nobody", &Secret::new("x".into())).await,
+        Err(ClientError::AuthenticationFailed)
+    ));
+    let s = c
+        .authenticate("joe", &Secret::new("joe-secret".into()))
+        .await
+        .unwrap();
+    let names: Vec<String> = s
+        .list("*")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
+    );
     let sent = s.list("Sent").await.unwrap();
     assert_eq!(sent[0].special_use.as_deref(), Some("\\Sent"));
     assert!(sent[0].subscribed);
-    assert!(matches!(c.session_for("ghost").await, Err(ClientError::NoSuchMailbox(_))));
+    assert!(matches!(
+        c.session_for("ghost").await,
+        Err(ClientError::NoSuchMailbox(_))
+    ));
 }
 
 #[tokio::test]
@@ -37,25 +62,54 @@ async fn folders_create_rename_delete_list_patterns() {
     let (_d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
     s.create("Work/2026/Q1", None).await.unwrap();
-    assert!(matches!(s.create("Work", None).await, Err(ClientError::MailboxExists(_))));
+    assert!(matches!(
+        s.create("Work", None).await,
+        Err(ClientError::MailboxExists(_))
+    ));
     let top: Vec<_> = s.list("%").await.unwrap();
     let work = top.iter().find(|m| m.name == "Work").unwrap();
     assert!(work.has_children);
-    let names: Vec<String> = s.list("Work/*").await.unwrap().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = s
+        .list("Work/*")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, ["Work/2026", "Work/2026/Q1"]);
     assert_eq!(s.list("inbox").await.unwrap()[0].name, "INBOX");
     s.rename("Work", "Jobs").await.unwrap();
     assert!(s.status("Jobs/2026/Q1").await.is_ok());
-    assert!(matches!(s.delete("INBOX").await, Err(ClientError::PermissionDenied(_))));
+    assert!(matches!(
+        s.delete("INBOX").await,
+        Err(ClientError::PermissionDenied(_))
+    ));
     s.delete("Jobs/2026/Q1").await.unwrap();
-    assert!(matches!(s.status("Jobs/2026/Q1").await, Err(ClientError::NoSuchMailbox(_))));
+    assert!(matches!(
+        s.status("Jobs/2026/Q1").await,
+        Err(ClientError::NoSuchMailbox(_))
+    ));
     for bad in ["a//b", "../x", "a/\u{7}", ""] {
-        assert!(matches!(s.create(bad, None).await, Err(ClientError::InvalidArgument(_))), "{bad:?}");
+        assert!(
+            matches!(
+                s.create(bad, None).await,
+                Err(ClientError::InvalidArgument(_))
+            ),
+            "{bad:?}"
+        );
     }
     s.subscribe("Jobs").await.unwrap();
-    assert!(s.subscriptions().await.unwrap().contains(&"Jobs".to_string()));
+    assert!(s
+        .subscriptions()
+        .await
+        .unwrap()
+        .contains(&"Jobs".to_string()));
     s.unsubscribe("Jobs").await.unwrap();
-    assert!(!s.subscriptions().await.unwrap().contains(&"Jobs".to_string()));
+    assert!(!s
+        .subscriptions()
+        .await
+        .unwrap()
+        .contains(&"Jobs".to_string()));
 }
 
 #[tokio::test]
@@ -63,20 +117,39 @@ async fn select_fetch_store_expunge_and_updates_between_sessions() {
     let (_d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
     for i in 1..=5 {
-        s.append("INBOX", mail(&format!("m{i}"), "hello"), &[], Some(1_700_000_000 + i)).await.unwrap();
+        s.append(
+            "INBOX",
+            mail(&format!("m{i}"), "hello"),
+            &[],
+            Some(1_700_000_000 + i),
+        )
+        .await
+        .unwrap();
     }
     let mut a = s.select("INBOX", false).await.unwrap();
     let mut b = s.select("INBOX", false).await.unwrap();
     assert_eq!(a.exists(), 5);
     assert_eq!(a.recent_count(), 5);
-    assert_eq!(b.recent_count(), 0, "\\Recent goes to the first session only");
+    assert_eq!(
+        b.recent_count(),
+        0,
+        "\\Recent goes to the first session only"
+    );
     assert_eq!(a.first_unseen(), Some(1));
 
     let metas = a.fetch_meta(&[1, 3, 99]).await.unwrap();
     assert_eq!(metas.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 3]);
     assert_eq!(metas[1].internal_date, 1_700_000_003);
 
-    let r = a.store_flags(&[2, 3], msgstore_flagop_add(), &[Flag::Seen, Flag::parse("$Work").unwrap()], None).await.unwrap();
+    let r = a
+        .store_flags(
+            &[2, 3],
+            msgstore_flagop_add(),
+            &[Flag::Seen, Flag::parse("$Work").unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.changed.len(), 2);
     // The other session hears of it; the first one does not repeat its own change.
     let up = b.poll(true).await.unwrap();
@@ -85,7 +158,9 @@ async fn select_fetch_store_expunge_and_updates_between_sessions() {
     let up = a.poll(true).await.unwrap();
     assert!(up.flags.is_empty());
 
-    a.store_flags(&[1, 4], msgstore_flagop_add(), &[Flag::Deleted], None).await.unwrap();
+    a.store_flags(&[1, 4], msgstore_flagop_add(), &[Flag::Deleted], None)
+        .await
+        .unwrap();
     let gone = a.expunge(None).await.unwrap();
     assert_eq!(gone, [1, 4]);
     let up = a.poll(true).await.unwrap();
@@ -98,7 +173,9 @@ async fn select_fetch_store_expunge_and_updates_between_sessions() {
     assert_eq!(up.vanished, [1, 4]);
     assert_eq!(b.exists(), 3);
 
-    s.append("INBOX", mail("new", "fresh"), &[], None).await.unwrap();
+    s.append("INBOX", mail("new", "fresh"), &[], None)
+        .await
+        .unwrap();
     let up = b.poll(true).await.unwrap();
     assert_eq!(up.exists, Some(4));
     assert_eq!(b.uid_of(4), Some(6));
@@ -111,12 +188,19 @@ async fn select_fetch_store_expunge_and_updates_between_sessions() {
 
     // CONDSTORE: UNCHANGEDSINCE below the current modseq is refused for that message.
     let m = b.fetch_meta(&[2]).await.unwrap()[0].modseq;
-    let r = b.store_flags(&[2], msgstore_flagop_add(), &[Flag::Flagged], Some(m - 1)).await.unwrap();
+    let r = b
+        .store_flags(&[2], msgstore_flagop_add(), &[Flag::Flagged], Some(m - 1))
+        .await
+        .unwrap();
     assert_eq!(r.modified, [2]);
 
     let ro = s.select("INBOX", true).await.unwrap();
     let mut ro = ro;
-    assert!(matches!(ro.store_flags(&[2], msgstore_flagop_add(), &[Flag::Seen], None).await, Err(ClientError::PermissionDenied(_))));
+    assert!(matches!(
+        ro.store_flags(&[2], msgstore_flagop_add(), &[Flag::Seen], None)
+            .await,
+        Err(ClientError::PermissionDenied(_))
+    ));
 }
 
 fn msgstore_flagop_add() -> store_client::FlagOp {
@@ -127,9 +211,23 @@ fn msgstore_flagop_add() -> store_client::FlagOp {
 async fn search_primitives() {
     let (_d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
-    s.append("INBOX", mail("Quarterly report", "numbers attached"), &[Flag::Seen], Some(86_400 * 20_000)).await.unwrap();
+    s.append(
+        "INBOX",
+        mail("Quarterly report", "numbers attached"),
+        &[Flag::Seen],
+        Some(86_400 * 20_000),
+    )
+    .await
+    .unwrap();
     s.append("INBOX", b"From: =?UTF-8?Q?J=C3=B6rg?= <jorg@example.com>\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSGFsbG8gV2VsdCwgc2Now7ZuZXIgVGFn\r\n".to_vec(), &[], Some(86_400 * 20_010)).await.unwrap();
-    s.append("INBOX", mail("big", &"y".repeat(5000)), &[Flag::Flagged], None).await.unwrap();
+    s.append(
+        "INBOX",
+        mail("big", &"y".repeat(5000)),
+        &[Flag::Flagged],
+        None,
+    )
+    .await
+    .unwrap();
     let sel = s.select("INBOX", false).await.unwrap();
     let q = |k: SearchKey| {
         let sel = &sel;
@@ -138,18 +236,52 @@ async fn search_primitives() {
     assert_eq!(q(SearchKey::All).await, [1, 2, 3]);
     assert_eq!(q(SearchKey::Flag(Flag::Seen)).await, [1]);
     assert_eq!(q(SearchKey::NotFlag(Flag::Seen)).await, [2, 3]);
-    assert_eq!(q(SearchKey::Header("subject".into(), "REPORT".into())).await, [1]);
-    assert_eq!(q(SearchKey::Header("Subject".into(), "grüße".into())).await, [2], "RFC 2047 decoded");
-    assert_eq!(q(SearchKey::Header("From".into(), "jörg".into())).await, [2]);
-    assert_eq!(q(SearchKey::Body("schöner".into())).await, [2], "base64 body decoded");
+    assert_eq!(
+        q(SearchKey::Header("subject".into(), "REPORT".into())).await,
+        [1]
+    );
+    assert_eq!(
+        q(SearchKey::Header("Subject".into(), "grüße".into())).await,
+        [2],
+        "RFC 2047 decoded"
+    );
+    assert_eq!(
+        q(SearchKey::Header("From".into(), "jörg".into())).await,
+        [2]
+    );
+    assert_eq!(
+        q(SearchKey::Body("schöner".into())).await,
+        [2],
+        "base64 body decoded"
+    );
     assert_eq!(q(SearchKey::Text("numbers".into())).await, [1]);
     assert_eq!(q(SearchKey::Larger(4000)).await, [3]);
     assert_eq!(q(SearchKey::Before(20_005)).await, [1]);
     assert_eq!(q(SearchKey::On(20_010)).await, [2]);
-    assert_eq!(q(SearchKey::SentOn(20_515)).await, [1, 3], "Date: 3 Mar 2026");
-    assert_eq!(q(SearchKey::Or(Box::new(SearchKey::Flag(Flag::Flagged)), Box::new(SearchKey::Uid(NumberSet::single(1))))).await, [1, 3]);
-    assert_eq!(q(SearchKey::Not(Box::new(SearchKey::Seq(NumberSet::range(1, 2))))).await, [3]);
-    assert_eq!(q(SearchKey::And(vec![SearchKey::Recent, SearchKey::New])).await, [2, 3]);
+    assert_eq!(
+        q(SearchKey::SentOn(20_515)).await,
+        [1, 3],
+        "Date: 3 Mar 2026"
+    );
+    assert_eq!(
+        q(SearchKey::Or(
+            Box::new(SearchKey::Flag(Flag::Flagged)),
+            Box::new(SearchKey::Uid(NumberSet::single(1)))
+        ))
+        .await,
+        [1, 3]
+    );
+    assert_eq!(
+        q(SearchKey::Not(Box::new(SearchKey::Seq(NumberSet::range(
+            1, 2
+        )))))
+        .await,
+        [3]
+    );
+    assert_eq!(
+        q(SearchKey::And(vec![SearchKey::Recent, SearchKey::New])).await,
+        [2, 3]
+    );
 }
 
 #[tokio::test]
@@ -158,30 +290,70 @@ async fn copy_move_quota_and_shared_folders_with_acl() {
     let joe = c.session_for("joe").await.unwrap();
     let bob = c.session_for("bob").await.unwrap();
     joe.create("Team", None).await.unwrap();
-    let a = joe.append("INBOX", mail("one", "1"), &[Flag::Seen], None).await.unwrap();
+    let a = joe
+        .append("INBOX", mail("one", "1"), &[Flag::Seen], None)
+        .await
+        .unwrap();
     let cp = joe.copy("INBOX", &[a.uid], "Team").await.unwrap();
     assert_eq!(cp.map, [(a.uid, 1)]);
-    let mv = joe.move_messages("INBOX", &[a.uid], "Archive").await.unwrap();
+    let mv = joe
+        .move_messages("INBOX", &[a.uid], "Archive")
+        .await
+        .unwrap();
     assert_eq!(mv.map.len(), 1);
     assert_eq!(joe.status("INBOX").await.unwrap().messages, 0);
     let q = &joe.quota_roots("INBOX").await.unwrap()[0];
     assert_eq!((q.root.as_str(), q.messages_used), ("user/joe", 2));
 
     // Not shared yet: bob cannot see it.
-    assert!(matches!(bob.status("Other Users/joe/Team").await, Err(ClientError::NoSuchMailbox(_))));
-    assert!(matches!(bob.set_acl("Other Users/joe/Team", "bob", "lrswi").await, Err(ClientError::NoSuchMailbox(_))));
+    assert!(matches!(
+        bob.status("Other Users/joe/Team").await,
+        Err(ClientError::NoSuchMailbox(_))
+    ));
+    assert!(matches!(
+        bob.set_acl("Other Users/joe/Team", "bob", "lrswi").await,
+        Err(ClientError::NoSuchMailbox(_))
+    ));
     joe.set_acl("Team", "bob", "lr").await.unwrap();
-    let listed: Vec<String> = bob.list("*").await.unwrap().into_iter().map(|m| m.name).collect();
-    assert!(listed.contains(&"Other Users/joe/Team".to_string()), "{listed:?}");
+    let listed: Vec<String> = bob
+        .list("*")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert!(
+        listed.contains(&"Other Users/joe/Team".to_string()),
+        "{listed:?}"
+    );
     assert_eq!(bob.my_rights("Other Users/joe/Team").await.unwrap(), "lr");
     let mut sel = bob.select("Other Users/joe/Team", false).await.unwrap();
     assert!(sel.read_only(), "no s/w rights: read-only");
-    assert!(matches!(sel.store_flags(&[1], store_client::FlagOp::Add, &[Flag::Flagged], None).await, Err(ClientError::PermissionDenied(_))));
-    assert!(matches!(bob.append("Other Users/joe/Team", mail("x", "y"), &[], None).await, Err(ClientError::PermissionDenied(_))));
-    assert!(matches!(bob.acl("Other Users/joe/Team").await, Err(ClientError::PermissionDenied(_))));
+    assert!(matches!(
+        sel.store_flags(&[1], store_client::FlagOp::Add, &[Flag::Flagged], None)
+            .await,
+        Err(ClientError::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        bob.append("Other Users/joe/Team", mail("x", "y"), &[], None)
+            .await,
+        Err(ClientError::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        bob.acl("Other Users/joe/Team").await,
+        Err(ClientError::PermissionDenied(_))
+    ));
     joe.set_acl("Team", "bob", "lrswi").await.unwrap();
-    bob.append("Other Users/joe/Team", mail("from bob", "hi"), &[], None).await.unwrap();
-    assert_eq!(joe.acl("Team").await.unwrap(), [("joe".to_string(), "lrswipkxtea".to_string()), ("bob".to_string(), "lrswi".to_string())]);
+    bob.append("Other Users/joe/Team", mail("from bob", "hi"), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        joe.acl("Team").await.unwrap(),
+        [
+            ("joe".to_string(), "lrswipkxtea".to_string()),
+            ("bob".to_string(), "lrswi".to_string())
+        ]
+    );
 }
 
 #[tokio::test]
@@ -189,20 +361,29 @@ async fn watcher_hears_changes_from_this_process() {
     let (_d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
     let mut w = s.watch("INBOX").await.unwrap();
-    s.append("INBOX", mail("ping", "x"), &[], None).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(1), w.changed()).await.expect("notified within a second").unwrap();
+    s.append("INBOX", mail("ping", "x"), &[], None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), w.changed())
+        .await
+        .expect("notified within a second")
+        .unwrap();
 }
 
 /// Child process: append one message through its own StoreClient.
 #[test]
 #[ignore = "run by watcher_hears_changes_from_another_process as a child process"]
 fn child_deliver() {
-    let Ok(root) = std::env::var("T_ROOT") else { return };
+    let Ok(root) = std::env::var("T_ROOT") else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = StoreClient::open(&root).await.unwrap();
         let s = c.session_for("joe").await.unwrap();
-        s.append("INBOX", mail("from another process", "x"), &[], None).await.unwrap();
+        s.append("INBOX", mail("from another process", "x"), &[], None)
+            .await
+            .unwrap();
     });
     println!("DELIVERED");
 }
@@ -220,7 +401,10 @@ async fn watcher_hears_changes_from_another_process_within_a_second() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("DELIVERED"));
-    tokio::time::timeout(Duration::from_secs(1), w.changed()).await.expect("notified within a second").unwrap();
+    tokio::time::timeout(Duration::from_secs(1), w.changed())
+        .await
+        .expect("notified within a second")
+        .unwrap();
     let up = sel.poll(true).await.unwrap();
     assert_eq!(up.exists, Some(1));
 }

@@ -94,12 +94,25 @@ pub struct FolderState {
 }
 
 impl FolderState {
+    /// Bytes of memory this folder's in-memory index holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.msgs.capacity() * std::mem::size_of::<Msg>()
+            + self
+                .keywords
+                .iter()
+                .map(|k| k.capacity() + 24)
+                .sum::<usize>()
+            + std::mem::size_of::<Self>()
+    }
+
     /// Position of `uid` among the records.
     pub fn position(&self, uid: u32) -> Option<usize> {
         self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
     }
     pub fn get(&self, uid: u32) -> Option<&Msg> {
-        self.position(uid).map(|i| &self.msgs[i]).filter(|m| !m.is_expunged())
+        self.position(uid)
+            .map(|i| &self.msgs[i])
+            .filter(|m| !m.is_expunged())
     }
     /// Live messages in UID order.
     pub fn live(&self) -> impl Iterator<Item = &Msg> + '_ {
@@ -206,6 +219,36 @@ fn read_records(idx: &File, from: u64, to: u64, name: &str) -> Result<Vec<Record
     Ok(out)
 }
 
+/// Load the in-memory part of `count` records, chunk by chunk, without keeping the records.
+fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
+    let mut out = Vec::with_capacity(count as usize);
+    const CHUNK: u64 = 16384;
+    let mut buf = vec![0u8; (CHUNK as usize) * RECORD_SIZE];
+    let mut pos = 0;
+    while pos < count {
+        let n = (count - pos).min(CHUNK);
+        let want = n as usize * RECORD_SIZE;
+        let got = fsutil::read_at_most(idx, &mut buf[..want], index::record_offset(pos))
+            .ctx(|| format!("reading index of {name}"))?;
+        if got < want {
+            return Err(StoreError::Corrupt(format!(
+                "Mailbox corrupted, start_offset beyond EOF: {name}"
+            )));
+        }
+        for (i, chunk) in buf[..want].chunks_exact(RECORD_SIZE).enumerate() {
+            let r = Record::decode(chunk).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
+                    pos + i as u64 + 1
+                ))
+            })?;
+            out.push(Msg::from(&r));
+        }
+        pos += n;
+    }
+    Ok(out)
+}
+
 /// Group commit: writers that finished their index updates wait here for one fsync of the
 /// index, journal and touched directories that covers them all.
 #[derive(Default)]
@@ -218,43 +261,47 @@ struct GroupCommit {
 struct GcInner {
     written: u64,
     synced: u64,
-    syncing: bool,
+    /// Flush rounds under way.
+    rounds: usize,
     dirs: HashSet<PathBuf>,
+    /// The flag journal was written since the last flush.
+    journal: bool,
 }
 
 impl GroupCommit {
-    fn note(&self, dirs: Vec<PathBuf>) -> u64 {
+    fn note(&self, dirs: Vec<PathBuf>, journal: bool) -> u64 {
         let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
         g.written += 1;
         g.dirs.extend(dirs);
+        g.journal |= journal;
         g.written
     }
 
+    /// Wait until write `seq` is on stable storage. A writer not covered by a flush already
+    /// under way starts one itself (up to `MAX_ROUNDS` at once) rather than queue behind it:
+    /// concurrent flushes are folded together by the filesystem's journal.
     fn wait(&self, seq: u64, files: &FolderFiles) -> io::Result<()> {
+        const MAX_ROUNDS: usize = 4;
         let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if g.synced >= seq {
                 return Ok(());
             }
-            if !g.syncing {
-                g.syncing = true;
+            if g.rounds < MAX_ROUNDS {
+                g.rounds += 1;
                 let target = g.written;
                 let dirs: Vec<PathBuf> = g.dirs.drain().collect();
+                let journal = std::mem::take(&mut g.journal);
                 drop(g);
-                let r = (|| -> io::Result<()> {
-                    for d in &dirs {
-                        fsutil::sync_dir(d)?;
-                    }
-                    File::open(files.path(IDX))?.sync_data()?;
-                    File::open(files.path(JNL))?.sync_data()?;
-                    Ok(())
-                })();
+                let r = flush_all(files, &dirs, journal);
                 g = self.m.lock().unwrap_or_else(|p| p.into_inner());
-                g.syncing = false;
+                g.rounds -= 1;
                 match r {
+                    // Everything written before this flush began is now durable.
                     Ok(()) => g.synced = g.synced.max(target),
                     Err(e) => {
                         g.dirs.extend(dirs);
+                        g.journal |= journal;
                         self.cv.notify_all();
                         return Err(e);
                     }
@@ -265,6 +312,31 @@ impl GroupCommit {
             }
         }
     }
+}
+
+/// One flush round: the directories that gained names, the index and (when written) the
+/// journal, issued together so the filesystem can fold them into one journal commit.
+fn flush_all(files: &FolderFiles, dirs: &[PathBuf], journal: bool) -> io::Result<()> {
+    std::thread::scope(|sc| -> io::Result<()> {
+        let jnl = journal.then(|| sc.spawn(|| File::open(files.path(JNL))?.sync_data()));
+        let dir_flush = (!dirs.is_empty()).then(|| {
+            sc.spawn(|| -> io::Result<()> {
+                for d in dirs {
+                    fsutil::sync_dir(d)?;
+                }
+                Ok(())
+            })
+        });
+        let mut result = File::open(files.path(IDX)).and_then(|f| f.sync_data());
+        for h in jnl.into_iter().chain(dir_flush) {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("flush thread panicked")),
+            }
+        }
+        result
+    })
 }
 
 /// A folder of this process: its files, and the shared in-memory state.
@@ -358,8 +430,8 @@ impl Folder {
     /// Run `f` on the folder's current state (under the shared lock).
     pub fn read<T>(&self, f: impl FnOnce(&FolderState) -> Result<T>) -> Result<T> {
         let mut guard = self.lock_state();
-        let _lock = FileLock::shared(&self.files.path(LCK))
-            .ctx(|| format!("locking {}", self.name))?;
+        let _lock =
+            FileLock::shared(&self.files.path(LCK)).ctx(|| format!("locking {}", self.name))?;
         let state = self.refresh(&mut guard, false)?;
         f(state)
     }
@@ -377,6 +449,7 @@ impl Folder {
                 name: &self.name,
                 dirs: Vec::new(),
                 wrote: false,
+                journaled: false,
             };
             let out = match f(&mut w) {
                 Ok(o) => o,
@@ -391,7 +464,7 @@ impl Folder {
                 }
             };
             let seq = if w.wrote {
-                Some(self.commit.note(std::mem::take(&mut w.dirs)))
+                Some(self.commit.note(std::mem::take(&mut w.dirs), w.journaled))
             } else {
                 None
             };
@@ -451,7 +524,11 @@ impl Folder {
                 s.msgs.push(Msg::from(&r));
             }
         }
-        let jlen = s.jnl.metadata().ctx(|| format!("reading journal of {}", self.name))?.len();
+        let jlen = s
+            .jnl
+            .metadata()
+            .ctx(|| format!("reading journal of {}", self.name))?
+            .len();
         if jlen > s.jnl_offset {
             let mut buf = vec![0u8; (jlen - s.jnl_offset) as usize];
             let n = fsutil::read_at_most(&s.jnl, &mut buf, s.jnl_offset)
@@ -541,11 +618,11 @@ impl Folder {
             .truncate(false)
             .open(self.files.path(CACHE))
             .ctx(|| format!("opening cache of {}", self.name))?;
-        let records = read_records(&idx, 0, header.record_count, &self.name)?;
+        let msgs = read_msgs(&idx, header.record_count, &self.name)?;
         let mut s = FolderState {
             header,
             keywords,
-            msgs: records.iter().map(Msg::from).collect(),
+            msgs,
             idx,
             idx_ino,
             jnl,
@@ -562,7 +639,11 @@ impl Folder {
     /// After a crash between writing records and writing the header, the file holds more
     /// records than the header counts: adopt the complete, valid ones, cut off the rest.
     fn repair_tail(&self, s: &mut FolderState) -> Result<()> {
-        let len = s.idx.metadata().ctx(|| format!("stat {}", self.name))?.len();
+        let len = s
+            .idx
+            .metadata()
+            .ctx(|| format!("stat {}", self.name))?
+            .len();
         let expected = index::record_offset(s.header.record_count);
         if len == expected {
             return Ok(());
@@ -603,27 +684,41 @@ impl Folder {
         s.idx
             .write_all_at(&s.header.encode(), 0)
             .ctx(|| format!("repairing index of {}", self.name))?;
-        s.idx.sync_data().ctx(|| format!("repairing index of {}", self.name))?;
+        s.idx
+            .sync_data()
+            .ctx(|| format!("repairing index of {}", self.name))?;
         tracing::warn!(mailbox = %self.name, adopted, "index tail repaired after an interrupted write");
         Ok(())
     }
 
+    /// The bucket directory the next message will most likely go to (created if missing), so
+    /// that a message's temporary file can be written there and renamed within one directory:
+    /// a rename across directories takes the filesystem-wide rename lock.
+    pub fn staging_dir(&self) -> Result<PathBuf> {
+        let uidnext = match self.lock_state().as_ref() {
+            Some(s) => s.header.uidnext,
+            None => peek_header(&self.files, &self.name)?.uidnext,
+        };
+        let bucket = self.files.bucket(uidnext);
+        if !bucket.exists() {
+            match std::fs::create_dir(&bucket) {
+                Ok(()) => fsutil::sync_dir(&self.files.dir)
+                    .ctx(|| format!("flushing {}", self.files.dir.display()))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).ctx(|| format!("creating {}", bucket.display())),
+            }
+        }
+        Ok(bucket)
+    }
+
     /// Append prepared messages; returns their UIDs once they are on stable storage.
-    pub fn append(
-        &self,
-        mut msgs: Vec<PreparedMessage>,
-        max_messages: u64,
-    ) -> Result<Vec<u32>> {
+    pub fn append(&self, mut msgs: Vec<PreparedMessage>, max_messages: u64) -> Result<Vec<u32>> {
         self.write(|w| w.append(&mut msgs, max_messages))
     }
 
     /// Append records for message files already linked in place (copy/move). `src` gives,
     /// for each message, a function that places the file at a given UID path.
-    pub fn append_linked(
-        &self,
-        items: Vec<LinkedMessage>,
-        max_messages: u64,
-    ) -> Result<Vec<u32>> {
+    pub fn append_linked(&self, items: Vec<LinkedMessage>, max_messages: u64) -> Result<Vec<u32>> {
         self.write(|w| w.append_linked(items, max_messages))
     }
 
@@ -736,6 +831,7 @@ struct Writer<'a> {
     name: &'a str,
     dirs: Vec<PathBuf>,
     wrote: bool,
+    journaled: bool,
 }
 
 impl Writer<'_> {
@@ -762,6 +858,7 @@ impl Writer<'_> {
             .ctx(|| format!("writing flag journal of {}", self.name))?;
         self.state.jnl_offset += buf.len() as u64;
         self.wrote = true;
+        self.journaled = true;
         Ok(())
     }
 
@@ -836,7 +933,8 @@ impl Writer<'_> {
                 self.dirs.push(self.files.dir.clone());
             }
             let target = self.files.message(uid);
-            let placed = place(&target).ctx(|| format!("placing message {uid} in {}", self.name))?;
+            let placed =
+                place(&target).ctx(|| format!("placing message {uid} in {}", self.name))?;
             self.state.header.uidnext = uid + 1;
             if placed {
                 self.dirs.push(bucket);
@@ -1002,7 +1100,9 @@ impl Writer<'_> {
         };
         let mut entries = Vec::new();
         for &uid in uids {
-            let Some(pos) = self.state.position(uid) else { continue };
+            let Some(pos) = self.state.position(uid) else {
+                continue;
+            };
             let m = self.state.msgs[pos];
             if m.is_expunged() {
                 continue;
@@ -1135,9 +1235,7 @@ impl Writer<'_> {
     }
 
     fn compact(&mut self) -> Result<()> {
-        let all = self
-            .state
-            .records(0, self.state.msgs.len(), self.name)?;
+        let all = self.state.records(0, self.state.msgs.len(), self.name)?;
         let live: Vec<Record> = all.into_iter().filter(|r| !r.is_expunged()).collect();
         let mut h = self.state.header;
         h.generation += 1;

@@ -21,14 +21,25 @@ impl FileLock {
         Self::acquire(path, libc::LOCK_SH)
     }
     fn acquire(path: &Path, op: libc::c_int) -> io::Result<FileLock> {
-        let file = OpenOptions::new()
+        // Open without O_CREAT first: O_CREAT takes the directory's lock exclusively, which
+        // writers creating message files in the same directory would then wait for.
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)?,
+            Err(e) => return Err(e),
+        };
         flock(&file, op)?;
         Ok(FileLock { _file: file })
     }
@@ -108,7 +119,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     {
@@ -118,4 +131,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// Flush every dirty page of the filesystem holding `path` (syncfs(2)).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path)?;
+    // SAFETY: syncfs on a valid, owned descriptor.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

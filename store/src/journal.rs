@@ -114,7 +114,9 @@ pub fn decode_entries(buf: &[u8]) -> (Vec<Entry>, usize, bool) {
         let payload = &body[1..];
         let entry = match body[0] {
             KIND_FLAGS if payload.len() == 32 => {
-                let g4 = |i: usize| u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]]);
+                let g4 = |i: usize| {
+                    u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]])
+                };
                 let mut m = [0u8; 8];
                 m.copy_from_slice(&payload[8..16]);
                 let mut k = [0u8; 16];

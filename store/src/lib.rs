@@ -30,6 +30,6 @@ pub use mboxdb::{MailboxEntry, QuotaEntry};
 pub use message_structure::MessageStructure;
 pub use names::{MailboxName, Pattern, UserName};
 pub use store::{
-    AppendRequest, FolderStatus, Quota, Rights, Store, StoreConfig, DEFAULT_PARTITION,
+    AppendRequest, FolderStatus, MoveOutcome, Quota, Rights, Store, StoreConfig, DEFAULT_PARTITION,
     SPECIAL_USE_FOLDERS,
 };

@@ -185,16 +185,29 @@ impl MailboxDb {
 
     /// Rename every entry in `pairs` (old, new) in one transaction, with their rights index
     /// rows and subscriptions.
-    pub fn rename_all(&self, pairs: &[(String, String)], new_partition: Option<&str>) -> Result<()> {
+    pub fn rename_all(
+        &self,
+        pairs: &[(String, String)],
+        new_partition: Option<&str>,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             for (old, new) in pairs {
                 tx.execute("UPDATE mailbox SET name = ?2 WHERE name = ?1", [old, new])?;
                 if let Some(p) = new_partition {
-                    tx.execute("UPDATE mailbox SET partition = ?2 WHERE name = ?1", [new, p])?;
+                    tx.execute(
+                        "UPDATE mailbox SET partition = ?2 WHERE name = ?1",
+                        [new, p],
+                    )?;
                 }
-                tx.execute("UPDATE lright SET mailbox = ?2 WHERE mailbox = ?1", [old, new])?;
-                tx.execute("UPDATE OR IGNORE subscription SET name = ?2 WHERE name = ?1", [old, new])?;
+                tx.execute(
+                    "UPDATE lright SET mailbox = ?2 WHERE mailbox = ?1",
+                    [old, new],
+                )?;
+                tx.execute(
+                    "UPDATE OR IGNORE subscription SET name = ?2 WHERE name = ?1",
+                    [old, new],
+                )?;
             }
             tx.commit()
         })
@@ -202,7 +215,10 @@ impl MailboxDb {
 
     pub fn set_partition(&self, name: &str, partition: &str) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE mailbox SET partition = ?2 WHERE name = ?1", [name, partition])?;
+            c.execute(
+                "UPDATE mailbox SET partition = ?2 WHERE name = ?1",
+                [name, partition],
+            )?;
             Ok(())
         })
     }
@@ -299,7 +315,12 @@ impl MailboxDb {
     }
 
     /// Set limits (None = unlimited), creating the root if needed.
-    pub fn set_quota_limits(&self, root: &str, storage: Option<u64>, messages: Option<u64>) -> Result<()> {
+    pub fn set_quota_limits(
+        &self,
+        root: &str,
+        storage: Option<u64>,
+        messages: Option<u64>,
+    ) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO quota (root, storage_limit, message_limit) VALUES (?1, ?2, ?3)
@@ -395,7 +416,11 @@ impl MailboxDb {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let last: Option<i64> = tx
-                .query_row("SELECT value FROM counter WHERE name = 'uidvalidity'", [], |r| r.get(0))
+                .query_row(
+                    "SELECT value FROM counter WHERE name = 'uidvalidity'",
+                    [],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let mut v = now.clamp(1, u32::MAX as i64);
             if let Some(l) = last {

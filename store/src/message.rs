@@ -83,6 +83,7 @@ pub(crate) fn prepare(
     flags: u32,
     keywords: Vec<String>,
     max_size: u64,
+    flush: bool,
 ) -> Result<PreparedMessage> {
     if raw.is_empty() {
         return Err(StoreError::EmptyMessage);
@@ -129,7 +130,10 @@ pub(crate) fn prepare(
             UNIX_EPOCH
         };
         f.set_modified(mtime)?;
-        f.sync_data()
+        if flush {
+            f.sync_data()?;
+        }
+        Ok(())
     };
     write().ctx(|| format!("writing message into {}", dir.display()))?;
     prepared.committed = false;
@@ -146,6 +150,9 @@ mod tests {
         assert_eq!(&*normalize_crlf(b"a\nb\n"), b"a\r\nb\r\n");
         assert_eq!(&*normalize_crlf(b"a\r\nb\nc"), b"a\r\nb\r\nc");
         assert_eq!(&*normalize_crlf(b"a\rb"), b"a\r\nb");
-        assert!(matches!(normalize_crlf(b"x\r\n"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_crlf(b"x\r\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -24,9 +24,9 @@ impl UserName {
             && s.len() <= 64
             && !s.starts_with('.')
             && !s.starts_with('-')
-            && s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'));
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-')
+            });
         if ok {
             Ok(UserName(s.to_owned()))
         } else {
@@ -74,6 +74,15 @@ impl MailboxName {
             StoreError::InvalidName { reason, .. } => bad(reason),
             other => other,
         })
+    }
+
+    /// Parse a full name given as bytes (as read from the wire): invalid UTF-8 is refused.
+    pub fn parse_bytes(name: &[u8]) -> Result<Self> {
+        let s = std::str::from_utf8(name).map_err(|_| StoreError::InvalidName {
+            name: String::from_utf8_lossy(&name[..name.len().min(120)]).into_owned(),
+            reason: "invalid UTF-8",
+        })?;
+        Self::parse(s)
     }
 
     /// The mailbox `folder` (a path relative to the user, such as `INBOX` or `Work/2026`) of `user`.
@@ -279,7 +288,9 @@ mod tests {
         assert!(MailboxName::parse("user/joe/Work")
             .unwrap()
             .is_ancestor_of(&n));
-        assert!(!MailboxName::parse("user/joe/Wor").unwrap().is_ancestor_of(&n));
+        assert!(!MailboxName::parse("user/joe/Wor")
+            .unwrap()
+            .is_ancestor_of(&n));
     }
 
     #[test]
@@ -300,6 +311,8 @@ mod tests {
         ] {
             assert!(MailboxName::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(MailboxName::parse_bytes(b"user/joe/\xff\xfe").is_err());
+        assert!(MailboxName::parse_bytes("user/joe/Entwürfe".as_bytes()).is_ok());
         let long = format!("user/joe/{}", "a".repeat(201));
         assert!(MailboxName::parse(&long).is_err());
         let deep = format!("user/joe/{}", vec!["a"; 65].join("/"));

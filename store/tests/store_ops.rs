@@ -7,31 +7,80 @@ use msgstore::{flag, AppendRequest, FlagOp, MailboxName, Pattern, StoreError, Us
 #[test]
 fn create_list_rename_delete_with_children() {
     let (_d, s) = store();
-    for n in ["user/joe/INBOX", "user/joe/Work", "user/joe/Work/2026", "user/joe/Work/2025", "user/usr44/INBOX", "user/usr440/INBOX", "user/usr4/INBOX"] {
+    for n in [
+        "user/joe/INBOX",
+        "user/joe/Work",
+        "user/joe/Work/2026",
+        "user/joe/Work/2025",
+        "user/usr44/INBOX",
+        "user/usr440/INBOX",
+        "user/usr4/INBOX",
+    ] {
         s.create_mailbox(&name(n), None, None).unwrap();
     }
-    assert!(matches!(s.create_mailbox(&name("user/joe/Work"), None, None), Err(StoreError::MailboxExists(_))));
-    let listed: Vec<String> = s.list(&Pattern::new("user/usr44*")).unwrap().into_iter().map(|e| e.name).collect();
+    assert!(matches!(
+        s.create_mailbox(&name("user/joe/Work"), None, None),
+        Err(StoreError::MailboxExists(_))
+    ));
+    let listed: Vec<String> = s
+        .list(&Pattern::new("user/usr44*"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(listed, ["user/usr44/INBOX", "user/usr440/INBOX"]);
-    let listed: Vec<String> = s.list(&Pattern::new("user/joe/%")).unwrap().into_iter().map(|e| e.name).collect();
+    let listed: Vec<String> = s
+        .list(&Pattern::new("user/joe/%"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(listed, ["user/joe/INBOX", "user/joe/Work"]);
 
     // A message in a child survives the parent's rename.
-    let (_, uids) = s.append(&name("user/joe/Work/2026"), vec![msg("a")]).unwrap();
-    s.rename_mailbox(&name("user/joe/Work"), &name("user/joe/Projects"), None).unwrap();
-    let listed: Vec<String> = s.list(&Pattern::new("user/joe/*")).unwrap().into_iter().map(|e| e.name).collect();
-    assert_eq!(listed, ["user/joe/INBOX", "user/joe/Projects", "user/joe/Projects/2025", "user/joe/Projects/2026"]);
-    let body = s.read_message(&name("user/joe/Projects/2026"), uids[0]).unwrap();
+    let (_, uids) = s
+        .append(&name("user/joe/Work/2026"), vec![msg("a")])
+        .unwrap();
+    s.rename_mailbox(&name("user/joe/Work"), &name("user/joe/Projects"), None)
+        .unwrap();
+    let listed: Vec<String> = s
+        .list(&Pattern::new("user/joe/*"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "user/joe/INBOX",
+            "user/joe/Projects",
+            "user/joe/Projects/2025",
+            "user/joe/Projects/2026"
+        ]
+    );
+    let body = s
+        .read_message(&name("user/joe/Projects/2026"), uids[0])
+        .unwrap();
     assert!(body.starts_with(b"From: Joe"));
-    assert!(matches!(s.status(&name("user/joe/Work/2026")), Err(StoreError::NoSuchMailbox(_))));
+    assert!(matches!(
+        s.status(&name("user/joe/Work/2026")),
+        Err(StoreError::NoSuchMailbox(_))
+    ));
 
     // Deleting the parent keeps the children (IMAP DELETE).
     s.delete_mailbox(&name("user/joe/Projects"), false).unwrap();
     assert!(s.db().get("user/joe/Projects").unwrap().is_none());
-    assert_eq!(s.status(&name("user/joe/Projects/2026")).unwrap().messages, 1);
+    assert_eq!(
+        s.status(&name("user/joe/Projects/2026")).unwrap().messages,
+        1
+    );
     // Recursive delete takes everything.
-    s.delete_mailbox(&name("user/joe/Projects/2026"), true).unwrap();
-    assert!(matches!(s.delete_mailbox(&name("user/joe/Nope"), false), Err(StoreError::NoSuchMailbox(_))));
+    s.delete_mailbox(&name("user/joe/Projects/2026"), true)
+        .unwrap();
+    assert!(matches!(
+        s.delete_mailbox(&name("user/joe/Nope"), false),
+        Err(StoreError::NoSuchMailbox(_))
+    ));
 }
 
 #[test]
@@ -40,7 +89,8 @@ fn rename_inbox_moves_messages_and_keeps_inbox() {
     let inbox = name("user/joe/INBOX");
     s.create_mailbox(&inbox, None, None).unwrap();
     s.append(&inbox, vec![msg("1"), msg("2")]).unwrap();
-    s.rename_mailbox(&inbox, &name("user/joe/Old"), None).unwrap();
+    s.rename_mailbox(&inbox, &name("user/joe/Old"), None)
+        .unwrap();
     assert_eq!(s.status(&inbox).unwrap().messages, 0);
     assert_eq!(s.status(&name("user/joe/Old")).unwrap().messages, 2);
 }
@@ -51,44 +101,94 @@ fn append_read_status_and_structure() {
     let inbox = name("user/joe/INBOX");
     let e = s.create_mailbox(&inbox, None, None).unwrap();
     let (v, uids) = s
-        .append(&inbox, vec![
-            AppendRequest { data: b"Subject: bare\nFrom: a@b.c\n\nline one\nline two\n".to_vec(), flags: flag::SEEN, keywords: vec!["$Forwarded".into()], internal_date: Some(760_000_000) },
-            msg("second"),
-        ])
+        .append(
+            &inbox,
+            vec![
+                AppendRequest {
+                    data: b"Subject: bare\nFrom: a@b.c\n\nline one\nline two\n".to_vec(),
+                    flags: flag::SEEN,
+                    keywords: vec!["$Forwarded".into()],
+                    internal_date: Some(760_000_000),
+                },
+                msg("second"),
+            ],
+        )
         .unwrap();
     assert_eq!(v, e.uidvalidity);
     assert_eq!(uids, [1, 2]);
     // Bare LF normalised to CRLF, size is the stored size.
     let raw = s.read_message(&inbox, 1).unwrap();
-    assert_eq!(raw, b"Subject: bare\r\nFrom: a@b.c\r\n\r\nline one\r\nline two\r\n");
+    assert_eq!(
+        raw,
+        b"Subject: bare\r\nFrom: a@b.c\r\n\r\nline one\r\nline two\r\n"
+    );
     assert_eq!(s.read_message_range(&inbox, 1, 9, 4).unwrap(), b"bare");
     let st = s.status(&inbox).unwrap();
-    assert_eq!((st.messages, st.uidnext, st.unseen, st.size), (2, 3, 1, raw.len() as u64 + s.read_message(&inbox, 2).unwrap().len() as u64));
+    assert_eq!(
+        (st.messages, st.uidnext, st.unseen, st.size),
+        (
+            2,
+            3,
+            1,
+            raw.len() as u64 + s.read_message(&inbox, 2).unwrap().len() as u64
+        )
+    );
     let recs = s.with_state(&inbox, |st| st.records(0, 2, "x")).unwrap();
     assert_eq!(recs[0].internal_date, 760_000_000);
     let m = s.with_state(&inbox, |st| Ok(*st.get(1).unwrap())).unwrap();
     assert_eq!(m.flags, flag::SEEN);
-    assert_eq!(s.with_state(&inbox, |st| Ok(st.keyword_names(m.keywords).iter().map(|k| k.to_string()).collect::<Vec<_>>())).unwrap(), ["$Forwarded"]);
+    assert_eq!(
+        s.with_state(&inbox, |st| Ok(st
+            .keyword_names(m.keywords)
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()))
+            .unwrap(),
+        ["$Forwarded"]
+    );
     // Structure was computed at delivery and comes from the cache.
     let structure = s.structure(&inbox, 2).unwrap();
     assert_eq!(structure.envelope.subject.as_deref(), Some(&b"second"[..]));
 
-    assert!(matches!(s.append(&inbox, vec![AppendRequest::default()]), Err(StoreError::EmptyMessage)));
-    assert!(matches!(s.append(&name("user/joe/Nope"), vec![msg("x")]), Err(StoreError::NoSuchMailbox(_))));
+    assert!(matches!(
+        s.append(&inbox, vec![AppendRequest::default()]),
+        Err(StoreError::EmptyMessage)
+    ));
+    assert!(matches!(
+        s.append(&name("user/joe/Nope"), vec![msg("x")]),
+        Err(StoreError::NoSuchMailbox(_))
+    ));
 }
 
 #[test]
 fn message_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/msg.conf"), "local.store.maxmessagesize = 1000\nlocal.store.maxfoldermessages = 3\n").unwrap();
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "local.store.maxmessagesize = 1000\nlocal.store.maxfoldermessages = 3\n",
+    )
+    .unwrap();
     let s = msgstore::Store::open(dir.path()).unwrap();
     let inbox = name("user/joe/INBOX");
     s.create_mailbox(&inbox, None, None).unwrap();
-    let big = AppendRequest { data: vec![b'x'; 1001], ..Default::default() };
-    assert!(matches!(s.append(&inbox, vec![big]), Err(StoreError::MessageTooLarge { size: 1001, limit: 1000 })));
-    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")]).unwrap();
-    assert!(matches!(s.append(&inbox, vec![msg("4")]), Err(StoreError::FolderFull { limit: 3, .. })));
+    let big = AppendRequest {
+        data: vec![b'x'; 1001],
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.append(&inbox, vec![big]),
+        Err(StoreError::MessageTooLarge {
+            size: 1001,
+            limit: 1000
+        })
+    ));
+    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")])
+        .unwrap();
+    assert!(matches!(
+        s.append(&inbox, vec![msg("4")]),
+        Err(StoreError::FolderFull { limit: 3, .. })
+    ));
     assert_eq!(s.status(&inbox).unwrap().messages, 3);
 }
 
@@ -97,33 +197,60 @@ fn flags_keywords_modseq_and_unchangedsince() {
     let (_d, s) = store();
     let inbox = name("user/joe/INBOX");
     s.create_mailbox(&inbox, None, None).unwrap();
-    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")]).unwrap();
+    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")])
+        .unwrap();
     let m0 = s.status(&inbox).unwrap().highest_modseq;
-    let out = s.store_flags(&inbox, &[1, 2], FlagOp::Add, flag::SEEN | flag::FLAGGED, &["Junk".into()], None).unwrap();
+    let out = s
+        .store_flags(
+            &inbox,
+            &[1, 2],
+            FlagOp::Add,
+            flag::SEEN | flag::FLAGGED,
+            &["Junk".into()],
+            None,
+        )
+        .unwrap();
     assert_eq!(out.changed.len(), 2);
     assert!(out.modseq > m0);
     assert_eq!(s.status(&inbox).unwrap().highest_modseq, out.modseq);
     assert_eq!(s.status(&inbox).unwrap().unseen, 1);
     // UNCHANGEDSINCE older than message 1's modseq: refused for 1, applied for 3.
-    let out2 = s.store_flags(&inbox, &[1, 3], FlagOp::Add, flag::DELETED, &[], Some(m0)).unwrap();
+    let out2 = s
+        .store_flags(&inbox, &[1, 3], FlagOp::Add, flag::DELETED, &[], Some(m0))
+        .unwrap();
     assert_eq!(out2.modified, [1]);
     assert_eq!(out2.changed.iter().map(|m| m.uid).collect::<Vec<_>>(), [3]);
     // Remove and replace.
-    s.store_flags(&inbox, &[1], FlagOp::Remove, flag::FLAGGED, &["junk".into()], None).unwrap();
+    s.store_flags(
+        &inbox,
+        &[1],
+        FlagOp::Remove,
+        flag::FLAGGED,
+        &["junk".into()],
+        None,
+    )
+    .unwrap();
     let m1 = s.with_state(&inbox, |st| Ok(*st.get(1).unwrap())).unwrap();
     assert_eq!((m1.flags, m1.keywords), (flag::SEEN, 0));
-    s.store_flags(&inbox, &[2], FlagOp::Replace, flag::DRAFT, &[], None).unwrap();
+    s.store_flags(&inbox, &[2], FlagOp::Replace, flag::DRAFT, &[], None)
+        .unwrap();
     let m2 = s.with_state(&inbox, |st| Ok(*st.get(2).unwrap())).unwrap();
     assert_eq!((m2.flags, m2.keywords), (flag::DRAFT, 0));
     // A no-op store changes nothing and costs no modseq.
     let before = s.status(&inbox).unwrap().highest_modseq;
-    let out3 = s.store_flags(&inbox, &[2], FlagOp::Add, flag::DRAFT, &[], None).unwrap();
+    let out3 = s
+        .store_flags(&inbox, &[2], FlagOp::Add, flag::DRAFT, &[], None)
+        .unwrap();
     assert!(out3.changed.is_empty());
     assert_eq!(s.status(&inbox).unwrap().highest_modseq, before);
     // Keywords: 128 per folder, then a clear error.
     let many: Vec<String> = (0..127).map(|i| format!("k{i}")).collect();
-    s.store_flags(&inbox, &[3], FlagOp::Add, 0, &many, None).unwrap();
-    assert!(matches!(s.store_flags(&inbox, &[3], FlagOp::Add, 0, &["one-too-many".into()], None), Err(StoreError::TooManyKeywords(_))));
+    s.store_flags(&inbox, &[3], FlagOp::Add, 0, &many, None)
+        .unwrap();
+    assert!(matches!(
+        s.store_flags(&inbox, &[3], FlagOp::Add, 0, &["one-too-many".into()], None),
+        Err(StoreError::TooManyKeywords(_))
+    ));
 }
 
 #[test]
@@ -133,8 +260,17 @@ fn expunge_records_store_exp_and_compaction_keeps_state() {
     s.create_mailbox(&inbox, None, None).unwrap();
     let reqs: Vec<_> = (0..10).map(|i| msg(&i.to_string())).collect();
     s.append(&inbox, reqs).unwrap();
-    s.store_flags(&inbox, &[2, 4, 6], FlagOp::Add, flag::DELETED, &[], None).unwrap();
-    s.store_flags(&inbox, &[7], FlagOp::Add, flag::SEEN, &["$Label1".into()], None).unwrap();
+    s.store_flags(&inbox, &[2, 4, 6], FlagOp::Add, flag::DELETED, &[], None)
+        .unwrap();
+    s.store_flags(
+        &inbox,
+        &[7],
+        FlagOp::Add,
+        flag::SEEN,
+        &["$Label1".into()],
+        None,
+    )
+    .unwrap();
     // UID EXPUNGE 1:4 takes only 2 and 4.
     let gone = s.expunge(&inbox, Some(&[1, 2, 3, 4])).unwrap();
     assert_eq!(gone.iter().map(|g| g.uid).collect::<Vec<_>>(), [2, 4]);
@@ -162,18 +298,34 @@ fn copy_and_move_map_uids_and_keep_flags() {
     let (_d, s) = store();
     let (inbox, arch) = (name("user/joe/INBOX"), name("user/joe/Archive"));
     s.create_mailbox(&inbox, None, None).unwrap();
-    let av = s.create_mailbox(&arch, None, Some("\\Archive")).unwrap().uidvalidity;
-    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")]).unwrap();
-    s.store_flags(&inbox, &[2], FlagOp::Add, flag::FLAGGED, &["$Work".into()], None).unwrap();
+    let av = s
+        .create_mailbox(&arch, None, Some("\\Archive"))
+        .unwrap()
+        .uidvalidity;
+    s.append(&inbox, vec![msg("1"), msg("2"), msg("3")])
+        .unwrap();
+    s.store_flags(
+        &inbox,
+        &[2],
+        FlagOp::Add,
+        flag::FLAGGED,
+        &["$Work".into()],
+        None,
+    )
+    .unwrap();
     let (v, map) = s.copy_messages(&inbox, &[2, 3, 99], &arch).unwrap();
     assert_eq!(v, av);
     assert_eq!(map, [(2, 1), (3, 2)]);
     let m = s.with_state(&arch, |st| Ok(*st.get(1).unwrap())).unwrap();
     assert_eq!(m.flags, flag::FLAGGED);
-    assert_eq!(s.with_state(&arch, |st| Ok(st.keyword_names(m.keywords).len())).unwrap(), 1);
-    let (_, map, gone) = s.move_messages(&inbox, &[1], &arch).unwrap();
-    assert_eq!(map, [(1, 3)]);
-    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        s.with_state(&arch, |st| Ok(st.keyword_names(m.keywords).len()))
+            .unwrap(),
+        1
+    );
+    let moved = s.move_messages(&inbox, &[1], &arch).unwrap();
+    assert_eq!(moved.map, [(1, 3)]);
+    assert_eq!(moved.expunged.len(), 1);
     assert_eq!(s.status(&inbox).unwrap().messages, 2);
     assert_eq!(s.read_message(&arch, 3).unwrap(), msg("1").data);
     assert_eq!(s.quota("user/joe").unwrap().messages_used, 5);
@@ -186,11 +338,32 @@ fn quota_limits_are_enforced() {
     s.create_mailbox(&inbox, None, None).unwrap();
     s.set_quota("user/joe", Some(500), Some(2)).unwrap();
     s.append(&inbox, vec![msg("1")]).unwrap();
-    assert!(matches!(s.append(&inbox, vec![AppendRequest { data: vec![b'x'; 400], ..Default::default() }]), Err(StoreError::OverQuota { what: "storage", .. })));
+    assert!(matches!(
+        s.append(
+            &inbox,
+            vec![AppendRequest {
+                data: vec![b'x'; 400],
+                ..Default::default()
+            }]
+        ),
+        Err(StoreError::OverQuota {
+            what: "storage",
+            ..
+        })
+    ));
     s.append(&inbox, vec![msg("2")]).unwrap();
-    assert!(matches!(s.append(&inbox, vec![msg("3")]), Err(StoreError::OverQuota { what: "messages", .. })));
+    assert!(matches!(
+        s.append(&inbox, vec![msg("3")]),
+        Err(StoreError::OverQuota {
+            what: "messages",
+            ..
+        })
+    ));
     let q = s.quota("user/joe").unwrap();
-    assert_eq!((q.storage_limit, q.message_limit, q.messages_used), (Some(500), Some(2), 2));
+    assert_eq!(
+        (q.storage_limit, q.message_limit, q.messages_used),
+        (Some(500), Some(2), 2)
+    );
 }
 
 #[test]
@@ -243,14 +416,24 @@ fn provisioning_creates_inbox_and_special_use_folders() {
     let (_d, s) = store();
     let made = s.provision_user(&UserName::new("joe").unwrap()).unwrap();
     assert_eq!(made.len(), 6);
-    assert!(s.provision_user(&UserName::new("joe").unwrap()).unwrap().is_empty());
+    assert!(s
+        .provision_user(&UserName::new("joe").unwrap())
+        .unwrap()
+        .is_empty());
     let e = s.db().get("user/joe/Sent").unwrap().unwrap();
     assert_eq!(e.special_use.as_deref(), Some("\\Sent"));
 }
 
 #[test]
 fn bad_names_are_refused_and_nothing_escapes_the_data_dir() {
-    for bad in ["user/joe/../../etc", "user/joe/a//b", "user/joe/\u{1}x", "../x", "user/joe/.", "user/jo e/INBOX"] {
+    for bad in [
+        "user/joe/../../etc",
+        "user/joe/a//b",
+        "user/joe/\u{1}x",
+        "../x",
+        "user/joe/.",
+        "user/jo e/INBOX",
+    ] {
         assert!(MailboxName::parse(bad).is_err(), "{bad:?}");
     }
     assert!(UserName::new("../joe").is_err());
@@ -300,22 +483,48 @@ fn damaged_header_is_reported_with_the_seed_words() {
     b[0] = b'X';
     std::fs::write(&idx, b).unwrap();
     let e = s.status(&inbox).unwrap_err();
-    assert_eq!(e.to_string(), "Mailbox corrupted, missing fixed headers: user/joe/INBOX");
+    assert_eq!(
+        e.to_string(),
+        "Mailbox corrupted, missing fixed headers: user/joe/INBOX"
+    );
 }
 
 #[test]
 fn partition_added_to_msg_conf_is_usable_without_restart() {
     let (d, s) = store();
     let extra = d.path().join("disk2");
-    assert!(matches!(s.partition_path("second"), Err(StoreError::NoSuchPartition(_))));
+    assert!(matches!(
+        s.partition_path("second"),
+        Err(StoreError::NoSuchPartition(_))
+    ));
     std::fs::create_dir_all(d.path().join("config")).unwrap();
-    std::fs::write(d.path().join("config/msg.conf"), format!("store.partition.second.path = {}\n", extra.display())).unwrap();
-    let e = s.create_mailbox(&name("user/joe/Big"), Some("second"), None).unwrap();
+    std::fs::write(
+        d.path().join("config/msg.conf"),
+        format!("store.partition.second.path = {}\n", extra.display()),
+    )
+    .unwrap();
+    let e = s
+        .create_mailbox(&name("user/joe/Big"), Some("second"), None)
+        .unwrap();
     assert_eq!(e.partition, "second");
-    assert!(s.folder_dir(&name("user/joe/Big")).unwrap().starts_with(&extra));
+    assert!(s
+        .folder_dir(&name("user/joe/Big"))
+        .unwrap()
+        .starts_with(&extra));
     // Moving a folder to another partition keeps its messages.
     s.append(&name("user/joe/Big"), vec![msg("x")]).unwrap();
-    s.rename_mailbox(&name("user/joe/Big"), &name("user/joe/Big"), Some("primary")).unwrap();
-    assert_eq!(s.db().get("user/joe/Big").unwrap().unwrap().partition, "primary");
-    assert_eq!(s.read_message(&name("user/joe/Big"), 1).unwrap(), msg("x").data);
+    s.rename_mailbox(
+        &name("user/joe/Big"),
+        &name("user/joe/Big"),
+        Some("primary"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.db().get("user/joe/Big").unwrap().unwrap().partition,
+        "primary"
+    );
+    assert_eq!(
+        s.read_message(&name("user/joe/Big"), 1).unwrap(),
+        msg("x").data
+    );
 }

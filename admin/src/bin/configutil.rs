@@ -15,7 +15,11 @@ use msgconf::Config;
 ///   configutil -o NAME -v ""           remove it from msg.conf (back to the default)
 ///   configutil -H -o NAME              describe a parameter
 #[derive(Parser)]
-#[command(name = "configutil", version, after_help = "Exit status: 0 success, 1 failure (including an invalid value), 64 usage error.")]
+#[command(
+    name = "configutil",
+    version,
+    after_help = "Exit status: 0 success, 1 failure (including an invalid value), 64 usage error."
+)]
 struct Cli {
     /// Instance root holding config/ and data/ (default: $MSG_ROOT, else ./msg).
     #[arg(long, value_name = "DIR")]
@@ -24,7 +28,12 @@ struct Cli {
     #[arg(short = 'o', value_name = "NAME")]
     option: Option<String>,
     /// The new value (with -o).
-    #[arg(short = 'v', value_name = "VALUE", requires = "option", allow_hyphen_values = true)]
+    #[arg(
+        short = 'v',
+        value_name = "VALUE",
+        requires = "option",
+        allow_hyphen_values = true
+    )]
     value: Option<String>,
     /// Describe the parameter named with -o: type, valid range, default.
     #[arg(short = 'H', requires = "option")]
@@ -39,7 +48,8 @@ fn main() {
         usage_error("configutil", "-H and -v cannot be used together");
     }
     run("configutil", || {
-        let mut conf = Config::load(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut conf =
+            Config::load(&path).with_context(|| format!("cannot read {}", path.display()))?;
         for w in conf.warnings() {
             eprintln!("configutil: warning: {w}");
         }
@@ -60,15 +70,18 @@ fn main() {
             (Some(name), None) => println!("{}", conf.get(name)?),
             (Some(name), Some(v)) if v.is_empty() => {
                 if conf.unset(name) {
-                    conf.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+                    conf.save(&path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
             }
             (Some(name), Some(v)) => {
                 conf.set(name, v)?;
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
-                conf.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+                conf.save(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
         Ok(())

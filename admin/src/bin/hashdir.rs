@@ -13,7 +13,11 @@ use msgstore::{layout, MailboxName, Store, UserName};
 /// this prints the full path so you can inspect the files (seed step 3 of "User Mailbox
 /// Directory Problems"). It works for users and folders the mailbox database does not know.
 #[derive(Parser)]
-#[command(name = "hashdir", version, after_help = "Exit status: 0 success, 1 failure, 64 usage error.")]
+#[command(
+    name = "hashdir",
+    version,
+    after_help = "Exit status: 0 success, 1 failure, 64 usage error."
+)]
 struct Cli {
     /// Instance root holding config/ and data/ (default: $MSG_ROOT, else ./msg).
     #[arg(long, value_name = "DIR")]
@@ -32,9 +36,11 @@ fn main() {
     let cli: Cli = parse_args();
     let root = instance_root(cli.root.clone());
     run("hashdir", || {
-        let store = Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))?;
+        let store = Store::open(&root)
+            .with_context(|| format!("cannot open the store at {}", root.display()))?;
         let (dir, partition_path) = if cli.target.contains('/') {
-            let name = MailboxName::parse(&cli.target).with_context(|| format!("invalid mailbox name {:?}", cli.target))?;
+            let name = MailboxName::parse(&cli.target)
+                .with_context(|| format!("invalid mailbox name {:?}", cli.target))?;
             let part = match &cli.partition {
                 Some(p) => p.clone(),
                 None => match store.db().get(name.as_str())? {
@@ -45,13 +51,21 @@ fn main() {
             let pp = store.partition_path(&part)?;
             (layout::folder_dir(&pp, &name), pp)
         } else {
-            let user = UserName::new(&cli.target).with_context(|| format!("invalid user id {:?}", cli.target))?;
+            let user = UserName::new(&cli.target)
+                .with_context(|| format!("invalid user id {:?}", cli.target))?;
             let dir = store.user_dir(&user, cli.partition.as_deref())?;
-            let pp = dir.ancestors().nth(3).map(PathBuf::from).unwrap_or_default();
+            let pp = dir
+                .ancestors()
+                .nth(3)
+                .map(PathBuf::from)
+                .unwrap_or_default();
             (dir, pp)
         };
         if cli.relative {
-            println!("{}", dir.strip_prefix(&partition_path).unwrap_or(&dir).display());
+            println!(
+                "{}",
+                dir.strip_prefix(&partition_path).unwrap_or(&dir).display()
+            );
         } else {
             println!("{}", dir.display());
         }

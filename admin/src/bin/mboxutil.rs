@@ -15,7 +15,11 @@ use msgstore::{MailboxName, Pattern, Store, UserName};
 /// Patterns (-p) use IMAP LIST wildcards: '*' matches anything, '%' anything but the '/'
 /// separator. Most shells expand '*' themselves, so quote patterns: mboxutil -l -p "user/usr44*".
 #[derive(Parser)]
-#[command(name = "mboxutil", version, after_help = "Exit status: 0 success, 1 failure, 64 usage error.")]
+#[command(
+    name = "mboxutil",
+    version,
+    after_help = "Exit status: 0 success, 1 failure, 64 usage error."
+)]
 struct Cli {
     /// Instance root holding config/ and data/ (default: $MSG_ROOT, else ./msg).
     #[arg(long, value_name = "DIR", global = true)]
@@ -88,16 +92,25 @@ fn human(n: u64) -> String {
 fn main() {
     let cli: Cli = parse_args();
     let root = instance_root(cli.root.clone());
-    if !cli.list && cli.create.is_none() && cli.delete.is_none() && cli.rename.is_none() && cli.quota.is_none() {
+    if !cli.list
+        && cli.create.is_none()
+        && cli.delete.is_none()
+        && cli.rename.is_none()
+        && cli.quota.is_none()
+    {
         usage_error("mboxutil", "one of -l, -c, -d, -r or -q is required");
     }
     run("mboxutil", || {
-        let store = Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))?;
+        let store = Store::open(&root)
+            .with_context(|| format!("cannot open the store at {}", root.display()))?;
         if cli.list {
             let pattern = Pattern::new(cli.pattern.as_deref().unwrap_or("*"));
             let entries = store.list(&pattern)?;
             if entries.is_empty() {
-                eprintln!("mboxutil: no mailbox matches {}", cli.pattern.as_deref().unwrap_or("*"));
+                eprintln!(
+                    "mboxutil: no mailbox matches {}",
+                    cli.pattern.as_deref().unwrap_or("*")
+                );
                 std::process::exit(1);
             }
             for e in entries {
@@ -108,7 +121,14 @@ fn main() {
                     Err(err) => ("?".into(), format!("({err})")),
                 };
                 if cli.paths {
-                    println!("{}\t{}\t{}\t{}\t{}", e.name, e.partition, msgs, size, store.folder_dir(&name)?.display());
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        e.name,
+                        e.partition,
+                        msgs,
+                        size,
+                        store.folder_dir(&name)?.display()
+                    );
                 } else {
                     println!("{}\t{}\t{}\t{}", e.name, e.partition, msgs, size);
                 }
@@ -132,7 +152,8 @@ fn main() {
         } else if let Some(d) = &cli.delete {
             let parts: Vec<&str> = d.trim_end_matches('/').split('/').collect();
             if parts.len() == 2 && parts[0] == "user" {
-                let user = UserName::new(parts[1]).with_context(|| format!("invalid user id {:?}", parts[1]))?;
+                let user = UserName::new(parts[1])
+                    .with_context(|| format!("invalid user id {:?}", parts[1]))?;
                 let all = store.db().list_prefix(&format!("user/{user}/"))?;
                 if all.is_empty() {
                     bail!("user {user} has no mailboxes");
@@ -177,16 +198,28 @@ fn main() {
                 };
                 let messages = match &cli.messages {
                     Some(m) if m.eq_ignore_ascii_case("none") => None,
-                    Some(m) => Some(m.parse::<u64>().map_err(|_| anyhow::anyhow!("invalid message count {m:?}: expected a number or 'none'"))?),
+                    Some(m) => Some(m.parse::<u64>().map_err(|_| {
+                        anyhow::anyhow!("invalid message count {m:?}: expected a number or 'none'")
+                    })?),
                     None => cur.message_limit,
                 };
                 store.set_quota(root_name, storage, messages)?;
             }
             let qt = store.quota(root_name)?;
-            let lim = |v: Option<u64>, f: fn(u64) -> String| v.map(f).unwrap_or_else(|| "unlimited".into());
+            let lim = |v: Option<u64>, f: fn(u64) -> String| {
+                v.map(f).unwrap_or_else(|| "unlimited".into())
+            };
             println!("quota root {}", qt.root);
-            println!("  storage  {} used of {}", human(qt.storage_used), lim(qt.storage_limit, human));
-            println!("  messages {} used of {}", qt.messages_used, lim(qt.message_limit, |n| n.to_string()));
+            println!(
+                "  storage  {} used of {}",
+                human(qt.storage_used),
+                lim(qt.storage_limit, human)
+            );
+            println!(
+                "  messages {} used of {}",
+                qt.messages_used,
+                lim(qt.message_limit, |n| n.to_string())
+            );
         }
         Ok(())
     });

@@ -16,7 +16,11 @@ use userdb::{Secret, UserDb};
 ///
 /// The password is read from standard input (one line), or asked for twice on a terminal.
 #[derive(Parser)]
-#[command(name = "msuser", version, after_help = "Exit status: 0 success, 1 failure, 64 usage error.")]
+#[command(
+    name = "msuser",
+    version,
+    after_help = "Exit status: 0 success, 1 failure, 64 usage error."
+)]
 struct Cli {
     /// Instance root holding config/ and data/ (default: $MSG_ROOT, else ./msg).
     #[arg(long, value_name = "DIR", global = true)]
@@ -48,7 +52,10 @@ fn read_password() -> anyhow::Result<Secret<String>> {
         return Ok(first);
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let pw = line.trim_end_matches(['\r', '\n']).to_owned();
     if pw.is_empty() {
         anyhow::bail!("empty password on standard input");
@@ -60,7 +67,11 @@ fn read_password() -> anyhow::Result<Secret<String>> {
 fn rpassword_like(prompt: &str) -> anyhow::Result<Secret<String>> {
     eprint!("{prompt}");
     std::io::stderr().flush().ok();
-    let echo_off = std::process::Command::new("stty").arg("-echo").status().map(|s| s.success()).unwrap_or(false);
+    let echo_off = std::process::Command::new("stty")
+        .arg("-echo")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     let mut line = String::new();
     let r = std::io::stdin().lock().read_line(&mut line);
     if echo_off {
@@ -77,7 +88,8 @@ fn main() {
     let path = root.join("config").join("passwd");
     run("msuser", || {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let db = UserDb::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         match cli.cmd {

@@ -15,7 +15,11 @@ use userdb::{Secret, UserDb};
 
 /// Prepare and start the message store instance at the root directory.
 #[derive(Parser)]
-#[command(name = "start-msg", version, after_help = "Exit status: 0 success, 1 failure, 64 usage error.")]
+#[command(
+    name = "start-msg",
+    version,
+    after_help = "Exit status: 0 success, 1 failure, 64 usage error."
+)]
 struct Cli {
     /// Instance root holding config/ and data/ (default: $MSG_ROOT, else ./msg).
     #[arg(long, value_name = "DIR")]
@@ -34,7 +38,10 @@ fn random_password() -> anyhow::Result<String> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom")?;
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
 }
 
 fn main() {
@@ -42,7 +49,8 @@ fn main() {
     let root = instance_root(cli.root.clone());
     run("start-msg", || {
         let config_dir = root.join("config");
-        std::fs::create_dir_all(&config_dir).with_context(|| format!("cannot create {}", config_dir.display()))?;
+        std::fs::create_dir_all(&config_dir)
+            .with_context(|| format!("cannot create {}", config_dir.display()))?;
         let conf_path = config_dir.join("msg.conf");
         if !conf_path.exists() {
             std::fs::write(
@@ -53,16 +61,22 @@ fn main() {
             .with_context(|| format!("cannot write {}", conf_path.display()))?;
         }
         // A bad value stops startup with a message naming the parameter, value and range.
-        let conf = msgconf::Config::load(&conf_path).with_context(|| format!("invalid configuration in {}", conf_path.display()))?;
+        let conf = msgconf::Config::load(&conf_path)
+            .with_context(|| format!("invalid configuration in {}", conf_path.display()))?;
         for w in conf.warnings() {
             eprintln!("start-msg: warning: {w}");
         }
-        let store = Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))?;
+        let store = Store::open(&root)
+            .with_context(|| format!("cannot open the store at {}", root.display()))?;
         let layout = store.layout().clone();
         for d in [layout.log_dir(), layout.telemetry_dir()] {
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
         }
-        store.db().quick_check().context("mailbox database check failed")?;
+        store
+            .db()
+            .quick_check()
+            .context("mailbox database check failed")?;
 
         let users = UserDb::open(layout.passwd_file()).context("cannot open the user database")?;
         let mut created = None;
@@ -90,20 +104,39 @@ fn main() {
         for (name, path) in &store.config().partitions {
             println!("  partition {name:<6} {}", path.display());
         }
-        println!("  users           {} ({} folders created now)", users.list()?.len(), provisioned);
+        println!(
+            "  users           {} ({} folders created now)",
+            users.list()?.len(),
+            provisioned
+        );
         if let Some((user, password, generated)) = created {
             if generated {
                 println!("\nFirst user created: {user}, password: {password}");
-                println!("(shown once; change it with: msuser --root {} passwd {user})", root_abs.display());
+                println!(
+                    "(shown once; change it with: msuser --root {} passwd {user})",
+                    root_abs.display()
+                );
             } else {
                 println!("\nFirst user created: {user}");
             }
         }
         println!("\nNext steps:");
-        println!("  msuser --root {} add <userid>          add a user (password on stdin)", root_abs.display());
-        println!("  mboxutil --root {} -l                  list mailboxes", root_abs.display());
-        println!("  configutil --root {}                   list configuration parameters", root_abs.display());
-        println!("  hashdir --root {} <userid>             where a user's files live", root_abs.display());
+        println!(
+            "  msuser --root {} add <userid>          add a user (password on stdin)",
+            root_abs.display()
+        );
+        println!(
+            "  mboxutil --root {} -l                  list mailboxes",
+            root_abs.display()
+        );
+        println!(
+            "  configutil --root {}                   list configuration parameters",
+            root_abs.display()
+        );
+        println!(
+            "  hashdir --root {} <userid>             where a user's files live",
+            root_abs.display()
+        );
         println!("The protocol services (stored, imapd, popd, mshttpd, lmtpd) are not in this release yet;");
         println!("start-msg will start them, stored first, as they arrive.");
         Ok(())
