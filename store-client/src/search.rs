@@ -116,7 +116,6 @@ impl Ctx<'_> {
     fn eval(&mut self, key: &SearchKey) -> Result<bool> {
         use SearchKey::*;
         let rec = self.record;
-        let r = |f: fn(&msgstore::index::Record) -> bool| rec.as_ref().is_some_and(f);
         Ok(match key {
             All => true,
             Seq(set) => set.contains(self.seq),
@@ -167,7 +166,6 @@ impl Ctx<'_> {
                         return Ok(false);
                     }
                 }
-                let _ = r;
                 true
             }
         })

@@ -346,6 +346,25 @@ impl MailboxDb {
         })
     }
 
+    /// Apply several roots' usage deltas in one transaction.
+    pub fn add_quota_usage_batch(&self, deltas: &[(String, i64, i64)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO quota (root, storage_used, messages_used) VALUES (?1, MAX(?2, 0), MAX(?3, 0))
+                     ON CONFLICT(root) DO UPDATE SET storage_used = MAX(storage_used + ?2, 0), messages_used = MAX(messages_used + ?3, 0)",
+                )?;
+                for (root, bytes, messages) in deltas {
+                    if *bytes != 0 || *messages != 0 {
+                        st.execute(params![root, bytes, messages])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
     /// Overwrite a root's usage (quota repair).
     pub fn set_quota_usage(&self, root: &str, bytes: u64, messages: u64) -> Result<()> {
         self.with(|c| {

@@ -185,6 +185,16 @@ pub struct Store {
     config: Mutex<StoreConfig>,
     db: MailboxDb,
     folders: Mutex<FolderCache>,
+    usage: Mutex<UsageQueue>,
+}
+
+/// Quota usage changes waiting to be written to the database. Concurrent appends hand their
+/// deltas to whichever of them is writing already, so the database sees one transaction per
+/// batch instead of one per message. Quota checks add what is pending.
+#[derive(Default)]
+struct UsageQueue {
+    pending: HashMap<String, (i64, i64)>,
+    flushing: bool,
 }
 
 impl Store {
@@ -205,6 +215,7 @@ impl Store {
             config: Mutex::new(config),
             db,
             folders: Mutex::new(FolderCache::default()),
+            usage: Mutex::new(UsageQueue::default()),
         })
     }
 
@@ -540,32 +551,71 @@ impl Store {
         self.folder(name)?.read(f)
     }
 
-    /// The effective quota of a root.
+    /// The effective quota of a root (usage includes changes not yet in the database).
     pub fn quota(&self, root: &str) -> Result<Quota> {
-        let cfg = self.config();
-        let q = self.db.quota(root)?.unwrap_or(QuotaEntry {
+        let row = self.db.quota(root)?;
+        let limits_set = row
+            .as_ref()
+            .is_some_and(|q| q.storage_limit.is_some() || q.message_limit.is_some());
+        let q = row.unwrap_or(QuotaEntry {
             root: root.to_owned(),
             ..Default::default()
         });
-        let row_exists = self
-            .db
-            .quota(root)?
-            .is_some_and(|q| q.storage_limit.is_some() || q.message_limit.is_some());
+        let (pb, pm) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+            .get(root)
+            .copied()
+            .unwrap_or((0, 0));
+        let (storage_limit, message_limit) = if limits_set {
+            (q.storage_limit, q.message_limit)
+        } else {
+            let cfg = self.config();
+            (cfg.default_storage_quota, cfg.default_message_quota)
+        };
         Ok(Quota {
             root: root.to_owned(),
-            storage_limit: if row_exists {
-                q.storage_limit
-            } else {
-                cfg.default_storage_quota
-            },
-            message_limit: if row_exists {
-                q.message_limit
-            } else {
-                cfg.default_message_quota
-            },
-            storage_used: q.storage_used,
-            messages_used: q.messages_used,
+            storage_limit,
+            message_limit,
+            storage_used: (q.storage_used as i64 + pb).max(0) as u64,
+            messages_used: (q.messages_used as i64 + pm).max(0) as u64,
         })
+    }
+
+    /// Record a usage change; written to the database with whatever else is pending.
+    fn add_usage(&self, root: &str, bytes: i64, messages: i64) -> Result<()> {
+        {
+            let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let e = q.pending.entry(root.to_owned()).or_insert((0, 0));
+            e.0 += bytes;
+            e.1 += messages;
+            if q.flushing {
+                return Ok(()); // the thread writing now picks it up
+            }
+            q.flushing = true;
+        }
+        loop {
+            let batch: Vec<(String, i64, i64)> = {
+                let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+                if q.pending.is_empty() {
+                    q.flushing = false;
+                    return Ok(());
+                }
+                q.pending.drain().map(|(r, (b, m))| (r, b, m)).collect()
+            };
+            if let Err(e) = self.db.add_quota_usage_batch(&batch) {
+                let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+                for (r, b, m) in batch {
+                    let e = q.pending.entry(r).or_insert((0, 0));
+                    e.0 += b;
+                    e.1 += m;
+                }
+                q.flushing = false;
+                return Err(e);
+            }
+        }
     }
 
     pub fn set_quota(&self, root: &str, storage: Option<u64>, messages: Option<u64>) -> Result<()> {
@@ -640,7 +690,7 @@ impl Store {
         let size: u64 = prepared.iter().map(|p| p.size).sum();
         let n = prepared.len() as i64;
         let uids = folder.append(prepared, cfg.max_folder_messages)?;
-        self.db.add_quota_usage(&entry.quota_root, size as i64, n)?;
+        self.add_usage(&entry.quota_root, size as i64, n)?;
         Ok((entry.uidvalidity, uids))
     }
 
@@ -671,8 +721,7 @@ impl Store {
         let entry = self.entry(name)?;
         let gone = self.folder(name)?.expunge(uids, force)?;
         let bytes: u64 = gone.iter().map(|g| g.size).sum();
-        self.db
-            .add_quota_usage(&entry.quota_root, -(bytes as i64), -(gone.len() as i64))?;
+        self.add_usage(&entry.quota_root, -(bytes as i64), -(gone.len() as i64))?;
         Ok(gone)
     }
 
@@ -724,8 +773,7 @@ impl Store {
         self.check_quota(&dst_entry.quota_root, bytes, items.len() as u64)?;
         let n = items.len() as i64;
         let new = dst.append_linked(items, cfg.max_folder_messages)?;
-        self.db
-            .add_quota_usage(&dst_entry.quota_root, bytes as i64, n)?;
+        self.add_usage(&dst_entry.quota_root, bytes as i64, n)?;
         Ok((
             dst_entry.uidvalidity,
             src_uids.into_iter().zip(new).collect(),
