@@ -448,6 +448,24 @@ pub static PARAMS: &[ParamSpec] = &[
     ),
     p("service.lmtp.port", Kind::Port, "24", "LMTP delivery port."),
     p(
+        "service.lmtp.sessionsperprocess",
+        SESSIONS,
+        "1000",
+        "Most LMTP sessions one server process handles.",
+    ),
+    p(
+        "service.ssl.certfile",
+        Kind::Path { allow_empty: true },
+        "",
+        "TLS certificate chain (PEM) of the services: absolute, or relative to the config directory; empty = a self-signed certificate made at first start.",
+    ),
+    p(
+        "service.ssl.keyfile",
+        Kind::Path { allow_empty: true },
+        "",
+        "TLS private key (PEM) of the services: absolute, or relative to the config directory; empty = the key of the self-signed certificate.",
+    ),
+    p(
         "local.service.fdreserve",
         int(0, 1_000_000, Unit::Count),
         "851",
@@ -470,6 +488,12 @@ pub static PARAMS: &[ParamSpec] = &[
         FD_PER_SESSION,
         "2",
         "File descriptors budgeted per HTTP session.",
+    ),
+    p(
+        "local.service.lmtp.fdpersession",
+        FD_PER_SESSION,
+        "3",
+        "File descriptors budgeted per LMTP session.",
     ),
     p(
         "local.service.http.gzip.static",
@@ -514,6 +538,12 @@ pub static PARAMS: &[ParamSpec] = &[
         "10",
         "Number of log files kept; the oldest is removed beyond this.",
     ),
+    p(
+        "logfile.<service>.expirytime",
+        int(0, YEAR, Unit::Seconds),
+        "604800",
+        "Seconds a rolled-over log file is kept; 0 = keep until maxlogfiles removes it.",
+    ),
 ];
 
 /// Parameter name constants for callers, so a typo is a compile error.
@@ -555,10 +585,14 @@ pub mod names {
     pub const HTTP_SSL_PORT: &str = "service.http.sslport";
     pub const HTTP_SESSIONS_PER_PROCESS: &str = "service.http.sessionsperprocess";
     pub const LMTP_PORT: &str = "service.lmtp.port";
+    pub const LMTP_SESSIONS_PER_PROCESS: &str = "service.lmtp.sessionsperprocess";
+    pub const SSL_CERT_FILE: &str = "service.ssl.certfile";
+    pub const SSL_KEY_FILE: &str = "service.ssl.keyfile";
     pub const FD_RESERVE: &str = "local.service.fdreserve";
     pub const IMAP_FD_PER_SESSION: &str = "local.service.imap.fdpersession";
     pub const POP_FD_PER_SESSION: &str = "local.service.pop.fdpersession";
     pub const HTTP_FD_PER_SESSION: &str = "local.service.http.fdpersession";
+    pub const LMTP_FD_PER_SESSION: &str = "local.service.lmtp.fdpersession";
     pub const HTTP_GZIP_STATIC: &str = "local.service.http.gzip.static";
     pub const HTTP_GZIP_DYNAMIC: &str = "local.service.http.gzip.dynamic";
 

@@ -76,6 +76,10 @@ fn name_constants_are_known() {
         HTTP_FD_PER_SESSION,
         HTTP_GZIP_STATIC,
         HTTP_GZIP_DYNAMIC,
+        LMTP_SESSIONS_PER_PROCESS,
+        LMTP_FD_PER_SESSION,
+        SSL_CERT_FILE,
+        SSL_KEY_FILE,
     ] {
         assert!(lookup(n).is_some(), "{n}");
     }
@@ -636,4 +640,31 @@ fn values_with_their_own_quotes_survive_a_round_trip() {
     c.set("service.imap.banner", "\"quoted\"").unwrap();
     let back = Config::parse(&c.render()).unwrap();
     assert_eq!(back.get_str("service.imap.banner"), "\"quoted\"");
+}
+
+#[test]
+fn service_runtime_parameters() {
+    use names::*;
+    let c = Config::new();
+    assert_eq!(c.get_int(LMTP_SESSIONS_PER_PROCESS), 1000);
+    assert_eq!(c.get_int(LMTP_FD_PER_SESSION), 3);
+    assert_eq!(c.get_str(SSL_CERT_FILE), "");
+    assert_eq!(c.get_str(SSL_KEY_FILE), "");
+    assert_eq!(
+        c.get_path(SSL_CERT_FILE, "/r/config/tls"),
+        Path::new("/r/config/tls")
+    );
+    let c = set_ok(SSL_CERT_FILE, "certs/server.pem");
+    assert_eq!(
+        c.get_path(SSL_CERT_FILE, "/r/config"),
+        Path::new("/r/config/certs/server.pem")
+    );
+    assert!(set_err(LMTP_FD_PER_SESSION, "0").contains("1 to 1000"));
+    assert!(set_err(LMTP_SESSIONS_PER_PROCESS, "0").contains("1 to 1000000"));
+    for svc in ["imap", "pop", "http", "lmtp", "default"] {
+        assert_eq!(c.get_int(&logfile(svc, "expirytime")), 604_800);
+    }
+    assert_eq!(set_ok(&logfile("imap", "expirytime"), "0").get_int("logfile.imap.expirytime"), 0);
+    let e = set_err(&logfile("imap", "expirytime"), "31536001");
+    assert!(e.contains("0 to 31536000"), "{e}");
 }

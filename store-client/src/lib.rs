@@ -356,20 +356,7 @@ impl Session {
                     .ok_or_else(|| ClientError::PermissionDenied("cannot create here".into()))?;
                 s.require(&parent, 'k')?;
             }
-            let mut chain = Vec::new();
-            let mut p = name.parent();
-            while let Some(n) = p {
-                p = n.parent();
-                chain.push(n);
-            }
-            for parent in chain.into_iter().rev() {
-                if store.db().get(parent.as_str())?.is_none() {
-                    match store.create_mailbox(&parent, None, None) {
-                        Ok(_) | Err(StoreError::MailboxExists(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
+            store.create_parents(&name, None)?;
             store.create_mailbox(&name, None, special_use.as_deref())?;
             Ok(())
         })
@@ -408,19 +395,8 @@ impl Session {
                     "cannot rename into another user's folders".into(),
                 ));
             }
-            let mut p = b.parent();
-            let mut chain = Vec::new();
-            while let Some(n) = p {
-                p = n.parent();
-                chain.push(n);
-            }
-            for parent in chain.into_iter().rev() {
-                if parent != a
-                    && !a.is_ancestor_of(&parent)
-                    && store.db().get(parent.as_str())?.is_none()
-                {
-                    store.create_mailbox(&parent, None, None)?;
-                }
+            if !a.is_ancestor_of(&b) {
+                store.create_parents(&b, None)?;
             }
             store.rename_mailbox(&a, &b, None)?;
             Ok(())

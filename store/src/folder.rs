@@ -192,8 +192,20 @@ impl FolderState {
 
 fn read_records(idx: &File, from: u64, to: u64, name: &str) -> Result<Vec<Record>> {
     let mut out = Vec::with_capacity((to - from) as usize);
+    for_each_record(idx, from, to, name, |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Decode and verify records [from, to), reading 16,384 at a time.
+fn for_each_record(
+    idx: &File,
+    from: u64,
+    to: u64,
+    name: &str,
+    mut f: impl FnMut(Record),
+) -> Result<()> {
     const CHUNK: u64 = 16384;
-    let mut buf = vec![0u8; (CHUNK as usize) * RECORD_SIZE];
+    let mut buf = vec![0u8; (CHUNK.min(to.saturating_sub(from)) as usize) * RECORD_SIZE];
     let mut pos = from;
     while pos < to {
         let n = (to - pos).min(CHUNK);
@@ -206,46 +218,22 @@ fn read_records(idx: &File, from: u64, to: u64, name: &str) -> Result<Vec<Record
             )));
         }
         for (i, chunk) in buf[..want].chunks_exact(RECORD_SIZE).enumerate() {
-            let r = Record::decode(chunk).ok_or_else(|| {
+            f(Record::decode(chunk).ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
                     pos + i as u64 + 1
                 ))
-            })?;
-            out.push(r);
+            })?);
         }
         pos += n;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Load the in-memory part of `count` records, chunk by chunk, without keeping the records.
+/// Load the in-memory part of `count` records without keeping the records themselves.
 fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
     let mut out = Vec::with_capacity(count as usize);
-    const CHUNK: u64 = 16384;
-    let mut buf = vec![0u8; (CHUNK as usize) * RECORD_SIZE];
-    let mut pos = 0;
-    while pos < count {
-        let n = (count - pos).min(CHUNK);
-        let want = n as usize * RECORD_SIZE;
-        let got = fsutil::read_at_most(idx, &mut buf[..want], index::record_offset(pos))
-            .ctx(|| format!("reading index of {name}"))?;
-        if got < want {
-            return Err(StoreError::Corrupt(format!(
-                "Mailbox corrupted, start_offset beyond EOF: {name}"
-            )));
-        }
-        for (i, chunk) in buf[..want].chunks_exact(RECORD_SIZE).enumerate() {
-            let r = Record::decode(chunk).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
-                    pos + i as u64 + 1
-                ))
-            })?;
-            out.push(Msg::from(&r));
-        }
-        pos += n;
-    }
+    for_each_record(idx, 0, count, name, |r| out.push(Msg::from(&r)))?;
     Ok(out)
 }
 
@@ -824,6 +812,34 @@ pub fn recount(h: &mut Header, records: &[Record]) {
     }
 }
 
+/// What one appended message needs recorded.
+struct NewMessage<'a> {
+    size: u64,
+    internal_date: i64,
+    flags: u32,
+    keywords: &'a [String],
+    structure: &'a [u8],
+}
+
+/// Messages appended by one operation: they share a modseq.
+struct Batch {
+    modseq: u64,
+    now: i64,
+    uids: Vec<u32>,
+    entries: Vec<Entry>,
+}
+
+impl Batch {
+    fn new(modseq: u64) -> Self {
+        Batch {
+            modseq,
+            now: now_secs(),
+            uids: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+}
+
 /// Mutations under the exclusive lock.
 struct Writer<'a> {
     state: &'a mut FolderState,
@@ -990,93 +1006,98 @@ impl Writer<'_> {
 
     fn append(&mut self, msgs: &mut [PreparedMessage], max_messages: u64) -> Result<Vec<u32>> {
         self.check_room(msgs.len(), max_messages)?;
-        let modseq = self.state.header.highest_modseq + 1;
-        let now = now_secs();
-        let mut uids = Vec::with_capacity(msgs.len());
-        let mut entries = Vec::new();
+        let mut batch = Batch::new(self.state.header.highest_modseq + 1);
         for m in msgs.iter_mut() {
-            let kw = self.keyword_bits(&m.keywords)?;
             let tmp = m.tmp.clone();
-            let uid = self.place(|target| fsutil::rename_noreplace(&tmp, target))?;
+            let uid = self.add_message(
+                &mut batch,
+                |target| fsutil::rename_noreplace(&tmp, target),
+                NewMessage {
+                    size: m.size,
+                    internal_date: m.internal_date,
+                    flags: m.flags,
+                    keywords: &m.keywords,
+                    structure: &m.structure,
+                },
+            )?;
             m.mark_committed();
-            let placed = self.files.message(uid);
-            let rec = Record {
-                uid,
-                flags: m.flags & flag::USER_MASK,
-                internal_date: m.internal_date,
-                size: m.size,
-                modseq,
-                keywords: kw,
-                save_date: now,
-                ..Default::default()
-            };
-            if rec.flags != 0 || kw != 0 {
-                entries.push(Entry::Flags {
-                    uid,
-                    flags: rec.flags,
-                    modseq,
-                    keywords: kw,
-                });
-            }
-            if let Err(e) = self.add_record(rec, &m.structure) {
-                // Not acknowledged: take the file back out rather than leave a stray.
-                let _ = std::fs::remove_file(&placed);
-                return Err(e);
-            }
-            uids.push(uid);
+            batch.uids.push(uid);
         }
-        self.state.header.highest_modseq = modseq;
-        self.journal(&entries)?;
-        self.write_header()?;
-        Ok(uids)
+        self.finish_batch(batch)
     }
 
     fn append_linked(&mut self, items: Vec<LinkedMessage>, max_messages: u64) -> Result<Vec<u32>> {
         self.check_room(items.len(), max_messages)?;
-        let modseq = self.state.header.highest_modseq + 1;
-        let now = now_secs();
-        let mut uids = Vec::with_capacity(items.len());
-        let mut entries = Vec::new();
-        for it in items {
-            let kw = self.keyword_bits(&it.keywords)?;
-            let src = it.source.clone();
-            let uid = self.place(|target| match std::fs::hard_link(&src, target) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                // Another filesystem (another partition): copy, flush, then place.
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    let tmp = target.with_extension("copy");
-                    std::fs::copy(&src, &tmp)?;
-                    File::open(&tmp)?.sync_data()?;
-                    fsutil::rename_noreplace(&tmp, target)
-                }
-                Err(e) => Err(e),
-            })?;
-            let rec = Record {
-                uid,
-                flags: it.flags & flag::USER_MASK,
-                internal_date: it.internal_date,
-                size: it.size,
-                modseq,
-                keywords: kw,
-                save_date: now,
-                ..Default::default()
-            };
-            if rec.flags != 0 || kw != 0 {
-                entries.push(Entry::Flags {
-                    uid,
-                    flags: rec.flags,
-                    modseq,
-                    keywords: kw,
-                });
-            }
-            self.add_record(rec, &it.structure)?;
-            uids.push(uid);
+        let mut batch = Batch::new(self.state.header.highest_modseq + 1);
+        for it in &items {
+            let src = &it.source;
+            let uid = self.add_message(
+                &mut batch,
+                |target| match std::fs::hard_link(src, target) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    // Another filesystem (another partition): copy, flush, then place.
+                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                        let tmp = target.with_extension("copy");
+                        std::fs::copy(src, &tmp)?;
+                        File::open(&tmp)?.sync_data()?;
+                        fsutil::rename_noreplace(&tmp, target)
+                    }
+                    Err(e) => Err(e),
+                },
+                NewMessage {
+                    size: it.size,
+                    internal_date: it.internal_date,
+                    flags: it.flags,
+                    keywords: &it.keywords,
+                    structure: &it.structure,
+                },
+            )?;
+            batch.uids.push(uid);
         }
-        self.state.header.highest_modseq = modseq;
-        self.journal(&entries)?;
+        self.finish_batch(batch)
+    }
+
+    /// Place one message file with `place`, then record it. A file placed but not recorded
+    /// (an I/O error) is taken back out: it was never acknowledged.
+    fn add_message(
+        &mut self,
+        batch: &mut Batch,
+        place: impl FnMut(&Path) -> io::Result<bool>,
+        m: NewMessage<'_>,
+    ) -> Result<u32> {
+        let kw = self.keyword_bits(m.keywords)?;
+        let uid = self.place(place)?;
+        let rec = Record {
+            uid,
+            flags: m.flags & flag::USER_MASK,
+            internal_date: m.internal_date,
+            size: m.size,
+            modseq: batch.modseq,
+            keywords: kw,
+            save_date: batch.now,
+            ..Default::default()
+        };
+        if rec.flags != 0 || kw != 0 {
+            batch.entries.push(Entry::Flags {
+                uid,
+                flags: rec.flags,
+                modseq: batch.modseq,
+                keywords: kw,
+            });
+        }
+        if let Err(e) = self.add_record(rec, m.structure) {
+            let _ = std::fs::remove_file(self.files.message(uid));
+            return Err(e);
+        }
+        Ok(uid)
+    }
+
+    fn finish_batch(&mut self, batch: Batch) -> Result<Vec<u32>> {
+        self.state.header.highest_modseq = batch.modseq;
+        self.journal(&batch.entries)?;
         self.write_header()?;
-        Ok(uids)
+        Ok(batch.uids)
     }
 
     fn store_flags(

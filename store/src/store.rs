@@ -362,6 +362,32 @@ impl Store {
         Ok(entry)
     }
 
+    /// Create the missing parents of `name` (RFC 3501 6.3.3: a server creates the superior
+    /// hierarchical names). Returns the ones it created, outermost first.
+    pub fn create_parents(
+        &self,
+        name: &MailboxName,
+        partition: Option<&str>,
+    ) -> Result<Vec<MailboxName>> {
+        let mut chain = Vec::new();
+        let mut p = name.parent();
+        while let Some(n) = p {
+            p = n.parent();
+            chain.push(n);
+        }
+        let mut made = Vec::new();
+        for parent in chain.into_iter().rev() {
+            if self.db.get(parent.as_str())?.is_none() {
+                match self.create_mailbox(&parent, partition, None) {
+                    Ok(_) => made.push(parent),
+                    Err(StoreError::MailboxExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(made)
+    }
+
     /// Create a user's INBOX and special-use folders if they are missing. Returns what it created.
     pub fn provision_user(&self, user: &UserName) -> Result<Vec<MailboxName>> {
         let mut made = Vec::new();

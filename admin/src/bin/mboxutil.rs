@@ -135,17 +135,8 @@ fn main() {
             }
         } else if let Some(c) = &cli.create {
             let name = mailbox(c)?;
-            let mut chain = Vec::new();
-            let mut p = name.parent();
-            while let Some(n) = p {
-                p = n.parent();
-                chain.push(n);
-            }
-            for parent in chain.into_iter().rev() {
-                if store.db().get(parent.as_str())?.is_none() {
-                    store.create_mailbox(&parent, cli.partition.as_deref(), None)?;
-                    println!("created {parent}");
-                }
+            for parent in store.create_parents(&name, cli.partition.as_deref())? {
+                println!("created {parent}");
             }
             let e = store.create_mailbox(&name, cli.partition.as_deref(), None)?;
             println!("created {} on partition {}", e.name, e.partition);

@@ -1,0 +1,1 @@
+//! lmtpd: being written (issue 3).

@@ -1,0 +1,1 @@
+//! service-runtime: being written (issue 3).
