@@ -93,7 +93,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         }
         "HELO" | "EHLO" => Ok(Command::Helo),
         "MAIL" => {
-            let args = strip_keyword(rest, "FROM:").ok_or(ParseError::Syntax("MAIL FROM:<address>"))?;
+            let args =
+                strip_keyword(rest, "FROM:").ok_or(ParseError::Syntax("MAIL FROM:<address>"))?;
             let (from, params) = parse_path(args)?;
             let mut size = None;
             let mut body = Body::default();
@@ -544,7 +545,10 @@ mod tests {
                 domain: None
             })
         );
-        assert_eq!(parse_recipient("\"j\\\"o\"@x").map(|r| r.user), Some("j\"o".into()));
+        assert_eq!(
+            parse_recipient("\"j\\\"o\"@x").map(|r| r.user),
+            Some("j\"o".into())
+        );
         assert_eq!(parse_recipient("joe+@x").and_then(|r| r.detail), None);
         assert_eq!(parse_recipient("@x"), None);
         assert_eq!(parse_recipient("+d@x"), None);
@@ -553,7 +557,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_764_427_200), "Sat, 29 Nov 2025 14:40:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_764_427_200),
+            "Sat, 29 Nov 2025 14:40:00 +0000"
+        );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 }

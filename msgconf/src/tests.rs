@@ -664,7 +664,10 @@ fn service_runtime_parameters() {
     for svc in ["imap", "pop", "http", "lmtp", "default"] {
         assert_eq!(c.get_int(&logfile(svc, "expirytime")), 604_800);
     }
-    assert_eq!(set_ok(&logfile("imap", "expirytime"), "0").get_int("logfile.imap.expirytime"), 0);
+    assert_eq!(
+        set_ok(&logfile("imap", "expirytime"), "0").get_int("logfile.imap.expirytime"),
+        0
+    );
     let e = set_err(&logfile("imap", "expirytime"), "31536001");
     assert!(e.contains("0 to 31536000"), "{e}");
 }

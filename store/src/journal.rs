@@ -143,6 +143,53 @@ pub fn decode_entries(buf: &[u8]) -> (Vec<Entry>, usize, bool) {
     (out, pos, damaged)
 }
 
+/// The read state a journal describes: what `reconstruct` restores when store.idx is lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayedState {
+    pub uidvalidity: u32,
+    /// Keyword slot names.
+    pub keywords: Vec<String>,
+    /// Latest (flags, keywords bitmap, modseq) of every message the journal mentions;
+    /// expunged messages carry the EXPUNGED bit.
+    pub messages: std::collections::BTreeMap<u32, (u32, u128, u64)>,
+    /// The journal ended in a damaged entry (what came before it is still used).
+    pub damaged: bool,
+}
+
+/// Replay a whole journal file.
+pub fn replay(file: &[u8]) -> Result<ReplayedState> {
+    let header = JournalHeader::decode(file)?;
+    let (entries, _, damaged) = decode_entries(&file[HEADER_SIZE.min(file.len())..]);
+    let mut st = ReplayedState {
+        uidvalidity: header.uidvalidity,
+        damaged,
+        ..Default::default()
+    };
+    for e in entries {
+        match e {
+            Entry::Flags {
+                uid,
+                flags,
+                modseq,
+                keywords,
+            } => {
+                let slot = st.messages.entry(uid).or_insert((flags, keywords, modseq));
+                if modseq >= slot.2 {
+                    *slot = (flags, keywords, modseq);
+                }
+            }
+            Entry::Keyword { slot, name } => {
+                let i = slot as usize;
+                if st.keywords.len() <= i {
+                    st.keywords.resize(i + 1, String::new());
+                }
+                st.keywords[i] = name;
+            }
+        }
+    }
+    Ok(st)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

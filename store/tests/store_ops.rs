@@ -528,3 +528,74 @@ fn partition_added_to_msg_conf_is_usable_without_restart() {
         msg("x").data
     );
 }
+
+/// The flag journal alone describes every message's read state: what makes a lost store.idx
+/// recoverable without losing flags (Cyrus loses them).
+#[test]
+fn flag_journal_replays_to_the_index_state_even_after_compaction() {
+    let (_d, s) = store();
+    let inbox = name("user/joe/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    let reqs: Vec<_> = (0..20).map(|i| msg(&i.to_string())).collect();
+    s.append(&inbox, reqs).unwrap();
+    s.append(
+        &inbox,
+        vec![AppendRequest {
+            flags: flag::SEEN | flag::DRAFT,
+            keywords: vec!["$MDNSent".into()],
+            ..msg("flagged")
+        }],
+    )
+    .unwrap();
+    s.store_flags(
+        &inbox,
+        &[1, 2, 3],
+        FlagOp::Add,
+        flag::SEEN,
+        &["$Label1".into()],
+        None,
+    )
+    .unwrap();
+    s.store_flags(&inbox, &[2], FlagOp::Replace, flag::ANSWERED, &[], None)
+        .unwrap();
+    s.store_flags(&inbox, &[4, 5], FlagOp::Add, flag::DELETED, &[], None)
+        .unwrap();
+    s.expunge(&inbox, None).unwrap();
+    let dir = s.folder_dir(&inbox).unwrap();
+    let check = |s: &msgstore::Store| {
+        let replayed =
+            msgstore::journal::replay(&std::fs::read(dir.join("store.jnl")).unwrap()).unwrap();
+        let st = s.status(&inbox).unwrap();
+        assert_eq!(replayed.uidvalidity, st.uidvalidity);
+        let live = s
+            .with_state(&inbox, |st| Ok(st.live().copied().collect::<Vec<_>>()))
+            .unwrap();
+        let names = s.with_state(&inbox, |st| Ok(st.keywords.clone())).unwrap();
+        for m in &live {
+            let (flags, kw) = replayed
+                .messages
+                .get(&m.uid)
+                .map(|r| (r.0, r.1))
+                .unwrap_or((0, 0));
+            assert_eq!(flags, m.flags, "uid {}", m.uid);
+            let want: Vec<&str> = (0..128)
+                .filter(|i| m.keywords & (1u128 << i) != 0)
+                .map(|i| names[i].as_str())
+                .collect();
+            let got: Vec<&str> = (0..128)
+                .filter(|i| kw & (1u128 << i) != 0)
+                .map(|i| replayed.keywords[i].as_str())
+                .collect();
+            assert_eq!(got, want, "uid {}", m.uid);
+        }
+        for uid in [4, 5] {
+            assert!(replayed
+                .messages
+                .get(&uid)
+                .is_none_or(|r| r.0 & flag::EXPUNGED != 0));
+        }
+    };
+    check(&s);
+    s.compact(&inbox).unwrap();
+    check(&s);
+}
