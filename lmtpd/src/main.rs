@@ -1,1 +1,202 @@
-fn main() {}
+//! lmtpd: the LMTP delivery server.
+//!
+//! `lmtpd --root DIR [--listen 127.0.0.1:24] [--socket PATH]` serves LMTP on TCP and,
+//! optionally, a Unix socket. It prints `listening on <addr>` for each listener on stdout,
+//! and on SIGTERM (or SIGINT) stops accepting, lets sessions finish what they are
+//! delivering (bounded by `--shutdown-grace`), and exits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lmtpd::{serve_connection, Limits, LmtpContext};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// Environment variable naming the instance root (as the admin commands use it).
+const ROOT_ENV: &str = "MSG_ROOT";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lmtpd",
+    about = "LMTP delivery into the message store (RFC 2033)"
+)]
+struct Args {
+    /// Instance root (default: $MSG_ROOT, else ./msg).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:24")]
+    listen: String,
+    /// Also listen on this Unix socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Host name used in greetings and Received: fields (default: the system's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = lmtpd::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: u64,
+    /// Seconds a client may send nothing before it is disconnected.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds to wait for sessions to finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+fn instance_root(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("msg"))
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lmtpd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lmtpd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Remove a stale socket file left by an earlier run (never anything but a socket).
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display())),
+        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let root = instance_root(args.root);
+    let limits = Limits {
+        max_message_size: args.max_message_size.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        ..Limits::default()
+    };
+    let host = args.hostname.unwrap_or_else(system_hostname);
+    let ctx = Arc::new(
+        LmtpContext::open(&root, host, limits)
+            .await
+            .with_context(|| format!("instance {}", root.display()))?,
+    );
+
+    let tcp = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = tcp.local_addr().context("listener address")?;
+    let unix = match &args.socket {
+        Some(path) => {
+            remove_stale_socket(path)?;
+            Some(
+                UnixListener::bind(path)
+                    .with_context(|| format!("listening on {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    // The address goes to stdout for whoever started us (tests bind port 0); a closed
+    // stdout is no reason not to serve.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let mut text = format!("listening on {local}\n");
+        if let Some(path) = &args.socket {
+            text.push_str(&format!("listening on unix:{}\n", path.display()));
+        }
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            warn!("cannot write to stdout: {e}");
+        }
+    }
+    info!(%local, socket = ?args.socket, root = %root.display(), "lmtpd started");
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    sessions.spawn(serve_connection(stream, peer.ip().to_string(), ctx.clone()));
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            r = async { match &unix { Some(l) => l.accept().await, None => std::future::pending().await } } => match r {
+                Ok((stream, _)) => {
+                    sessions.spawn(serve_connection(stream, "unix".to_owned(), ctx.clone()));
+                }
+                Err(e) => {
+                    warn!("accept on unix socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    drop(tcp);
+    drop(unix);
+    if let Some(path) = &args.socket {
+        let _ = std::fs::remove_file(path);
+    }
+    ctx.begin_shutdown();
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let pending = sessions.len();
+    if pending > 0 {
+        info!(pending, "waiting for sessions to finish");
+    }
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = sessions.len(),
+            "sessions still running after {}s: aborted",
+            grace.as_secs()
+        );
+        sessions.abort_all();
+    }
+    info!("lmtpd stopped");
+    Ok(())
+}
