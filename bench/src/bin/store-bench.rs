@@ -1,7 +1,7 @@
 //! store-bench: the message store's benchmark (issue 2), run as
 //!
 //! ```text
-//! cargo run --release -p store-bench -- --dir /var/tmp/store-bench [--messages 1000000] [--runs 5]
+//! cargo run --release -p store-bench --bin store-bench -- --dir /var/tmp/store-bench [--messages 1000000] [--runs 5]
 //! ```
 //!
 //! 1. The disk's own limit: create a file, write 4 KB, fsync, rename; 1 and 16 writers.
