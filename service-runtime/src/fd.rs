@@ -116,7 +116,10 @@ mod tests {
     #[test]
     fn the_seeds_three_examples_at_1024() {
         let http = plan_descriptors("http", 6000, 2, 851, 1024, 1024);
-        assert_eq!((http.recommended, http.possible, http.session_cap), (12851, 87, 87));
+        assert_eq!(
+            (http.recommended, http.possible, http.session_cap),
+            (12851, 87, 87)
+        );
         assert_eq!(
             http.message.as_deref(),
             Some(
@@ -125,7 +128,10 @@ mod tests {
             )
         );
         let pop = plan_descriptors("pop", 600, 3, 851, 1024, 1024);
-        assert_eq!((pop.recommended, pop.possible, pop.session_cap), (2651, 58, 58));
+        assert_eq!(
+            (pop.recommended, pop.possible, pop.session_cap),
+            (2651, 58, 58)
+        );
         assert_eq!(
             pop.message.as_deref(),
             Some(
@@ -134,7 +140,10 @@ mod tests {
             )
         );
         let imap = plan_descriptors("imap", 4000, 3, 851, 1024, 1024);
-        assert_eq!((imap.recommended, imap.possible, imap.session_cap), (12851, 58, 58));
+        assert_eq!(
+            (imap.recommended, imap.possible, imap.session_cap),
+            (12851, 58, 58)
+        );
         assert_eq!(
             imap.message.as_deref(),
             Some(
@@ -158,7 +167,10 @@ mod tests {
     fn limit_at_or_below_reserve_still_serves_one() {
         let p = plan_descriptors("pop", 600, 3, 851, 851, 851);
         assert_eq!((p.possible, p.session_cap), (0, 1));
-        assert!(p.message.as_deref().is_some_and(|m| m.contains(" or 0 sessions")));
+        assert!(p
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(" or 0 sessions")));
         let p = plan_descriptors("pop", 600, 3, 851, 100, 100);
         assert_eq!((p.possible, p.session_cap), (0, 1));
     }

@@ -25,8 +25,8 @@ use msgconf::names::logfile;
 use msgconf::Config;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, Layer};
 
 /// The seed's severity words, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -169,7 +169,9 @@ impl LogSettings {
             dir: config.get_path(&logfile(service, "logdir"), root.join("data")),
             level: Severity::parse(&level),
             max_file_size: positive(config.get_int(&logfile(service, "maxlogfilesize"))),
-            rollover: Duration::from_secs(positive(config.get_int(&logfile(service, "rollovertime")))),
+            rollover: Duration::from_secs(positive(
+                config.get_int(&logfile(service, "rollovertime")),
+            )),
             max_files: usize::try_from(positive(config.get_int(&logfile(service, "maxlogfiles"))))
                 .unwrap_or(usize::MAX),
             expiry: (expiry > 0).then(|| Duration::from_secs(positive(expiry))),
@@ -190,21 +192,27 @@ fn positive(v: i64) -> u64 {
 /// This machine's host name up to its first dot (`usg197`), or
 /// `localhost` if it cannot be read.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]);
+    let name = full_hostname().unwrap_or_default();
     let short = name.split('.').next().unwrap_or("");
     if short.is_empty() {
         "localhost".into()
     } else {
         short.to_string()
     }
+}
+
+/// This machine's host name as the system gives it.
+pub(crate) fn full_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 const MONTHS: [&str; 12] = [
@@ -259,7 +267,9 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let s = stamp.get(r)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
@@ -298,7 +308,11 @@ pub fn format_line(
         format_timestamp(time),
         severity.word()
     );
-    line.extend(message.chars().map(|c| if c.is_control() { ' ' } else { c }));
+    line.extend(
+        message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c }),
+    );
     line.push('\n');
     line
 }
@@ -373,7 +387,10 @@ pub fn open(settings: &LogSettings, clock: Clock) -> Result<(LogLayer, LogHandle
 pub fn install(layer: LogLayer) -> bool {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::registry().with(layer).try_init().is_ok()
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .is_ok()
 }
 
 impl LogLayer {
@@ -543,7 +560,9 @@ impl Writer {
         self.opened = if self.size == 0 {
             (self.clock)()
         } else {
-            meta.created().or_else(|_| meta.modified()).unwrap_or_else(|_| (self.clock)())
+            meta.created()
+                .or_else(|_| meta.modified())
+                .unwrap_or_else(|_| (self.clock)())
         };
         self.file = Some(file);
         Ok(())
@@ -769,7 +788,10 @@ mod tests {
         layer.log("General", Severity::Critical, "yes");
         assert!(handle.flush(Duration::from_secs(5)));
         let text = fs::read_to_string(dir.path().join("imap")).unwrap();
-        assert!(text.ends_with("General Critical: yes\n") && !text.contains("no"), "{text}");
+        assert!(
+            text.ends_with("General Critical: yes\n") && !text.contains("no"),
+            "{text}"
+        );
         drop((layer, handle));
 
         let dir = tempfile::tempdir().unwrap();
@@ -793,7 +815,10 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(handle.flush(Duration::from_secs(5)));
-        let written = fs::read_to_string(dir.path().join("imap")).unwrap().lines().count() as u64;
+        let written = fs::read_to_string(dir.path().join("imap"))
+            .unwrap()
+            .lines()
+            .count() as u64;
         assert_eq!(written + handle.dropped(), 10_000);
         assert!(handle.dropped() > 0);
     }
@@ -879,9 +904,17 @@ mod tests {
     fn expiry_by_age_and_same_second_names() {
         let dir = tempfile::tempdir().unwrap();
         let old = seed_time() - Duration::from_secs(8 * 86_400);
-        fs::write(dir.path().join(format!("imap.{}", format_stamp(old))), "old\n").unwrap();
+        fs::write(
+            dir.path().join(format!("imap.{}", format_stamp(old))),
+            "old\n",
+        )
+        .unwrap();
         let recent = seed_time() - Duration::from_secs(86_400);
-        fs::write(dir.path().join(format!("imap.{}", format_stamp(recent))), "recent\n").unwrap();
+        fs::write(
+            dir.path().join(format!("imap.{}", format_stamp(recent))),
+            "recent\n",
+        )
+        .unwrap();
         let mut s = settings(dir.path());
         s.expiry = Some(Duration::from_secs(7 * 86_400));
         s.max_file_size = 1;

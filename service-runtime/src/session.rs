@@ -215,7 +215,10 @@ mod tests {
         assert!(!s.is_triggered());
         s.trigger();
         for w in waiters {
-            tokio::time::timeout(Duration::from_secs(5), w).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .unwrap()
+                .unwrap();
         }
         assert!(s.is_triggered());
         s.wait().await; // already fired: immediate
