@@ -4,6 +4,11 @@
 //! optionally, a Unix socket. It prints `listening on <addr>` for each listener on stdout,
 //! and on SIGTERM (or SIGINT) stops accepting, lets sessions finish what they are
 //! delivering (bounded by `--shutdown-grace`), and exits.
+//!
+//! It starts through `service-runtime`: `config/msg.conf` is validated, the log goes to
+//! `data/log/lmtp` in the seed's format, and the descriptor check sets how many sessions it
+//! serves at once (`service.lmtp.sessionsperprocess`); past that, a client gets
+//! `421 4.3.2` and is closed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,9 +43,9 @@ struct Args {
     /// Host name used in greetings and Received: fields (default: the system's).
     #[arg(long)]
     hostname: Option<String>,
-    /// Largest message accepted, in bytes.
-    #[arg(long, default_value_t = lmtpd::DEFAULT_MAX_MESSAGE_SIZE)]
-    max_message_size: u64,
+    /// Largest message accepted, in bytes (default: local.store.maxmessagesize).
+    #[arg(long)]
+    max_message_size: Option<u64>,
     /// Seconds a client may send nothing before it is disconnected.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
@@ -64,14 +69,16 @@ fn system_hostname() -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let root = instance_root(args.root.clone());
+    // Configuration, the seed-format log in data/log/lmtp and the descriptor check.
+    let service = match service_runtime::start("lmtp", &root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lmtpd: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,13 +89,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(run(args, root, &service));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    service.flush_log(Duration::from_secs(2));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lmtpd: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// At the session cap: the protocol's own "too busy" answer, then close.
+async fn busy<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!("session limit reached: connection refused with 421");
+    let _ = stream
+        .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+        .await;
+    let _ = stream.shutdown().await;
 }
 
 /// Remove a stale socket file left by an earlier run (never anything but a socket).
@@ -102,10 +124,16 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let root = instance_root(args.root);
+async fn run(args: Args, root: PathBuf, service: &service_runtime::Runtime) -> anyhow::Result<()> {
+    let max_message_size = args.max_message_size.unwrap_or_else(|| {
+        service
+            .config()
+            .get_int("local.store.maxmessagesize")
+            .max(1) as u64
+    });
+    let limiter = service.limiter().clone();
     let limits = Limits {
-        max_message_size: args.max_message_size.max(1),
+        max_message_size: max_message_size.max(1),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         ..Limits::default()
     };
@@ -153,9 +181,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
             r = tcp.accept() => match r {
-                Ok((stream, peer)) => {
+                Ok((mut stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    sessions.spawn(serve_connection(stream, peer.ip().to_string(), ctx.clone()));
+                    match limiter.try_acquire() {
+                        Some(permit) => {
+                            let ctx = ctx.clone();
+                            sessions.spawn(async move {
+                                serve_connection(stream, peer.ip().to_string(), ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        None => {
+                            sessions.spawn(async move { busy(&mut stream).await });
+                        }
+                    }
                 }
                 Err(e) => {
                     warn!("accept: {e}");
@@ -163,9 +202,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             },
             r = async { match &unix { Some(l) => l.accept().await, None => std::future::pending().await } } => match r {
-                Ok((stream, _)) => {
-                    sessions.spawn(serve_connection(stream, "unix".to_owned(), ctx.clone()));
-                }
+                Ok((mut stream, _)) => match limiter.try_acquire() {
+                    Some(permit) => {
+                        let ctx = ctx.clone();
+                        sessions.spawn(async move {
+                            serve_connection(stream, "unix".to_owned(), ctx).await;
+                            drop(permit);
+                        });
+                    }
+                    None => {
+                        sessions.spawn(async move { busy(&mut stream).await });
+                    }
+                },
                 Err(e) => {
                     warn!("accept on unix socket: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -621,3 +621,90 @@ fn recipient_limit_gets_452() {
     c.expect("RSET", "250 ");
     c.expect("QUIT", "221 ");
 }
+
+/// Through service-runtime: the seed-format log in data/log/lmtp, and the session cap
+/// answered with the protocol's own "too busy" reply while the first session goes on.
+#[test]
+fn session_cap_gets_421_and_the_log_is_in_the_seed_format() {
+    let dir = instance(&["joe"]);
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "service.lmtp.sessionsperprocess = 1\n",
+    )
+    .expect("msg.conf");
+    let server = Server::start(dir.path(), &[]);
+    let mut first = server.connect();
+    assert!(first.reply().starts_with("220"));
+    let mut second = server.connect();
+    let r = second.reply();
+    assert!(r.starts_with("421 4.3.2"), "{r:?}");
+    // The first session is untouched.
+    first.expect("LHLO client", "250");
+    first.expect("QUIT", "221");
+    drop(second);
+    // A place is free again.
+    let mut third = server.connect();
+    let mut greeting = String::new();
+    for _ in 0..50 {
+        greeting = third.reply();
+        if greeting.starts_with("220") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        third = server.connect();
+    }
+    assert!(greeting.starts_with("220"), "{greeting:?}");
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("data/log/lmtp")).expect("data/log/lmtp");
+    let line = log
+        .lines()
+        .find(|l| l.contains("session limit reached"))
+        .unwrap_or_else(|| panic!("no session-limit line in {log}"));
+    // [29/Nov/2026:14:44:37 +0000] host lmtpd[1234]: General Warning: ...
+    let re_ok = line.starts_with('[')
+        && line[1..].split_once("] ").is_some_and(|(stamp, rest)| {
+            stamp.len() == 26
+                && stamp.ends_with(" +0000")
+                && rest.contains(" lmtpd[")
+                && rest.contains("]: General Warning: session limit reached")
+        });
+    assert!(re_ok, "{line}");
+}
+
+/// The descriptor check with the seed's formula: under a limit of 1024 descriptors, lmtpd
+/// (3 per session, 851 reserved) logs the Critical line and serves the sessions it can.
+#[test]
+fn descriptor_check_under_prlimit_logs_the_critical_line() {
+    let dir = instance(&["joe"]);
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "service.lmtp.sessionsperprocess = 600\n",
+    )
+    .expect("msg.conf");
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=1024:1024", "--"])
+        .arg(env!("CARGO_BIN_EXE_lmtpd"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("prlimit (util-linux) runs lmtpd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("data/log/lmtp")).expect("log");
+    assert!(
+        log.lines().any(|l| l.contains("lmtpd[") && l.ends_with(
+            "General Critical: Not enough file descriptors to support 600 sessions per process; Recommend ulimit -n 2651 or 58 sessions per process."
+        )),
+        "{log}"
+    );
+}
