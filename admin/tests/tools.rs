@@ -309,3 +309,36 @@ fn msuser_manages_users() {
     assert_eq!(cmd(MSUSER, r, &["delete", "bob"]).status.code(), Some(1));
     assert_eq!(cmd(MSUSER, r, &["frobnicate"]).status.code(), Some(64));
 }
+
+const TELEMETRY: &str = env!("CARGO_BIN_EXE_telemetry");
+
+#[test]
+fn telemetry_lists_and_shows_captures_with_absolute_times() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    let dir = r.join("data/telemetry/imap/redb");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The seed's example capture.
+    std::fs::write(
+        dir.join("session-1"),
+        "LOGIN redb 2003/11/26 13:03:21\n>0.017>1 OK User logged in\n2 OK Completed\n<0.046<3 select \"INBOX\"\n>0.236>* 1538 EXISTS\n3 OK [READ-WRITE] Completed\n",
+    )
+    .unwrap();
+    let o = cmd(TELEMETRY, r, &["list"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("session-1"));
+    assert!(out(&o).contains("LOGIN redb 2003/11/26 13:03:21"));
+    assert_eq!(out(&cmd(TELEMETRY, r, &["list", "imap", "nobody"])), "");
+    let o = cmd(TELEMETRY, r, &["show", "imap/redb/session-1"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(text.contains("2003/11/26 13:03:21.017"), "{text}");
+    assert!(text.contains("2003/11/26 13:03:21.063"), "{text}");
+    assert!(text.contains("select \"INBOX\""), "{text}");
+    let o = cmd(TELEMETRY, r, &["list", "smtp"]);
+    assert_eq!(o.status.code(), Some(1));
+    std::fs::write(dir.join("junk"), "not a capture").unwrap();
+    let o = cmd(TELEMETRY, r, &["show", "imap/redb/junk"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not a telemetry capture"), "{}", err(&o));
+}
