@@ -1,8 +1,9 @@
 //! start-msg: bring up the message store on its embedded default.
 //!
 //! Today it prepares an instance (configuration, data directories, mailbox database, a first
-//! user with their folders) and reports what is there. As the services arrive (stored, then
-//! imapd, popd, mshttpd and lmtpd), it starts them in that order, as the seed's start-msg does.
+//! user with their folders) and reports what is there, with how to run `lmtpd`. As the
+//! services arrive (stored, then imapd, popd, mshttpd and lmtpd), it will start them in that
+//! order, as the seed's start-msg does.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -137,8 +138,14 @@ fn main() {
             "  hashdir --root {} <userid>             where a user's files live",
             root_abs.display()
         );
-        println!("The protocol services (stored, imapd, popd, mshttpd, lmtpd) are not in this release yet;");
-        println!("start-msg will start them, stored first, as they arrive.");
+        println!(
+            "  lmtpd --root {} --listen 127.0.0.1:24   deliver mail over LMTP (for example from Postfix)",
+            root_abs.display()
+        );
+        println!(
+            "stored, imapd, popd and mshttpd are not in this release yet; start-msg will start"
+        );
+        println!("them, stored first, as they arrive.");
         Ok(())
     });
 }
