@@ -127,6 +127,8 @@ struct Inner {
     store: Arc<Store>,
     users: userdb::UserDb,
     notifier: notify::Notifier,
+    /// Users whose INBOX and special-use folders this process has made sure of.
+    provisioned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A handle on the store, shared by every session of a process (cheap to clone).
@@ -153,6 +155,7 @@ impl StoreClient {
                 store,
                 users,
                 notifier,
+                provisioned: Default::default(),
             }),
         })
     }
@@ -171,7 +174,7 @@ impl StoreClient {
             match ok {
                 Some(id) => {
                     let name = UserName::new(id.as_str())?;
-                    this.inner.store.provision_user(&name)?;
+                    this.provision(&name)?;
                     Ok(Session {
                         client: this.clone(),
                         user: name,
@@ -198,13 +201,35 @@ impl StoreClient {
                 return Err(ClientError::NoSuchMailbox(format!("user {user}")));
             }
             let name = UserName::new(&user)?;
-            this.inner.store.provision_user(&name)?;
+            this.provision(&name)?;
             Ok(Session {
                 client: this.clone(),
                 user: name,
             })
         })
         .await
+    }
+
+    /// Create the user's INBOX and special-use folders once per process (not on every
+    /// delivery: LMTP opens a session per recipient).
+    fn provision(&self, user: &UserName) -> Result<()> {
+        let seen = |add: bool| {
+            let mut set = self
+                .inner
+                .provisioned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if add {
+                set.insert(user.as_str().to_owned())
+            } else {
+                set.contains(user.as_str())
+            }
+        };
+        if !seen(false) {
+            self.inner.store.provision_user(user)?;
+            seen(true);
+        }
+        Ok(())
     }
 
     pub(crate) fn store(&self) -> &Arc<Store> {

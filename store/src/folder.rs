@@ -305,26 +305,24 @@ impl GroupCommit {
 /// One flush round: the directories that gained names, the index and (when written) the
 /// journal, issued together so the filesystem can fold them into one journal commit.
 fn flush_all(files: &FolderFiles, dirs: &[PathBuf], journal: bool) -> io::Result<()> {
-    std::thread::scope(|sc| -> io::Result<()> {
-        let jnl = journal.then(|| sc.spawn(|| File::open(files.path(JNL))?.sync_data()));
-        let dir_flush = (!dirs.is_empty()).then(|| {
-            sc.spawn(|| -> io::Result<()> {
-                for d in dirs {
-                    fsutil::sync_dir(d)?;
-                }
-                Ok(())
-            })
-        });
-        let mut result = File::open(files.path(IDX)).and_then(|f| f.sync_data());
-        for h in jnl.into_iter().chain(dir_flush) {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(io::Error::other("flush thread panicked")),
-            }
+    let mut targets: Vec<(PathBuf, bool)> = dirs.iter().map(|d| (d.clone(), true)).collect();
+    if journal {
+        targets.push((files.path(JNL), false));
+    }
+    // The other flushes run on the flusher threads while this one flushes the index.
+    let pending: Vec<_> = targets
+        .into_iter()
+        .map(|(p, dir)| fsutil::flush_in_background(p, dir))
+        .collect();
+    let mut result = File::open(files.path(IDX)).and_then(|f| f.sync_data());
+    for rx in pending {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(io::Error::other("flusher thread gone")),
         }
-        result
-    })
+    }
+    result
 }
 
 /// A folder of this process: its files, and the shared in-memory state.
@@ -972,12 +970,7 @@ impl Writer<'_> {
             .metadata()
             .ctx(|| format!("stat cache of {}", self.name))?
             .len();
-        let mut entry = Vec::with_capacity(CACHE_ENTRY_HEADER + structure.len());
-        entry.extend_from_slice(&CACHE_MAGIC.to_le_bytes());
-        entry.extend_from_slice(&rec.uid.to_le_bytes());
-        entry.extend_from_slice(&(structure.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&crc32fast::hash(structure).to_le_bytes());
-        entry.extend_from_slice(structure);
+        let entry = encode_cache_entry(rec.uid, structure);
         self.state
             .cache
             .write_all_at(&entry, cache_end)
@@ -1313,6 +1306,37 @@ impl Writer<'_> {
         self.wrote = true;
         Ok(())
     }
+}
+
+/// One `store.cache` entry as the store writes it: magic, UID, length, CRC32, then the
+/// serialised structure. For repair tools that rebuild the cache.
+pub fn encode_cache_entry(uid: u32, structure: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(CACHE_ENTRY_HEADER + structure.len());
+    entry.extend_from_slice(&CACHE_MAGIC.to_le_bytes());
+    entry.extend_from_slice(&uid.to_le_bytes());
+    entry.extend_from_slice(&(structure.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&crc32fast::hash(structure).to_le_bytes());
+    entry.extend_from_slice(structure);
+    entry
+}
+
+/// The verified payload of `rec`'s entry in a whole `store.cache` read into memory, or `None`
+/// when the entry is missing or damaged (the check `FolderState::cached_structure` makes).
+pub fn decode_cache_entry<'a>(cache: &'a [u8], rec: &Record) -> Option<&'a [u8]> {
+    if rec.cache_len == 0 {
+        return None;
+    }
+    let start = usize::try_from(rec.cache_offset).ok()?;
+    let end = start
+        .checked_add(CACHE_ENTRY_HEADER)?
+        .checked_add(rec.cache_len as usize)?;
+    let b = cache.get(start..end)?;
+    let g4 = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if g4(0) != CACHE_MAGIC || g4(4) != rec.uid || g4(8) != rec.cache_len {
+        return None;
+    }
+    let payload = &b[CACHE_ENTRY_HEADER..];
+    (crc32fast::hash(payload) == g4(12)).then_some(payload)
 }
 
 /// Read a folder's header straight from store.idx, without locks or loading the index: what a

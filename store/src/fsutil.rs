@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An flock held on its own open file description: released when dropped. Each lock opens the
 /// lock file anew, so two threads of one process exclude each other exactly as two processes do.
@@ -143,4 +143,50 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+type FlushJob = (PathBuf, bool, std::sync::mpsc::Sender<io::Result<()>>);
+
+/// Flush `path` (a directory when `dir`) on one of a few long-lived flusher threads; the
+/// result arrives on the returned channel. Spawning a thread per flush would cost more than
+/// a fast flush itself.
+pub fn flush_in_background(path: PathBuf, dir: bool) -> std::sync::mpsc::Receiver<io::Result<()>> {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    static QUEUE: OnceLock<Mutex<mpsc::Sender<FlushJob>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<FlushJob>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..4 {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("flusher-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((path, dir, reply)) = job else { return };
+                    let r = if dir {
+                        sync_dir(&path)
+                    } else {
+                        File::open(&path).and_then(|f| f.sync_data())
+                    };
+                    let _ = reply.send(r);
+                });
+        }
+        Mutex::new(tx)
+    });
+    let (reply, rx) = mpsc::channel();
+    let sent =
+        queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((path.clone(), dir, reply.clone()));
+    if sent.is_err() {
+        // No flusher thread could be started: flush here.
+        let r = if dir {
+            sync_dir(&path)
+        } else {
+            File::open(&path).and_then(|f| f.sync_data())
+        };
+        let _ = reply.send(r);
+    }
+    rx
 }

@@ -264,6 +264,17 @@ impl MailboxDb {
         })
     }
 
+    /// Every (identifier, mailbox) row of the rights index, in order (for `reconstruct -l`).
+    pub fn rights_index_rows(&self) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT identifier, mailbox FROM lright ORDER BY identifier, mailbox",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Rebuild the whole rights index from the ACLs (`reconstruct -l`).
     pub fn rebuild_rights_index(&self) -> Result<usize> {
         let all = self.list_all()?;
