@@ -1,0 +1,194 @@
+//! popd: the POP3 server.
+//!
+//! `popd --root DIR [--listen 127.0.0.1:110]` serves POP3 on TCP, prints
+//! `listening on <addr>` on stdout, and stops on SIGTERM (or SIGINT). It starts through
+//! `service-runtime`: `config/msg.conf` is validated, the log goes to `data/log/pop` in the
+//! seed's format, the descriptor check sets how many sessions it serves at once
+//! (`service.pop.sessionsperprocess`); past that a client gets
+//! `-ERR [SYS/TEMP] too many sessions, try again later` and is closed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use popd::{serve_connection, PopContext, PopSettings};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// Environment variable naming the instance root (as the admin commands use it).
+const ROOT_ENV: &str = "MSG_ROOT";
+
+#[derive(Parser, Debug)]
+#[command(name = "popd", about = "POP3 access to the message store (RFC 1939)")]
+struct Args {
+    /// Instance root (default: $MSG_ROOT, else ./msg).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:110")]
+    listen: String,
+    /// Refuse a second session on a maildrop already in use with -ERR [IN-USE].
+    #[arg(long)]
+    exclusive: bool,
+    /// Seconds allowed before login.
+    #[arg(long, default_value_t = 60)]
+    login_timeout: u64,
+    /// Seconds a logged-in session may be idle (default: service.pop.idletimeout).
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Milliseconds before the answer to a failed login.
+    #[arg(long, default_value_t = 1000)]
+    auth_fail_delay_ms: u64,
+    /// Failed logins from one address within 10 minutes before it is refused outright.
+    #[arg(long, default_value_t = 10)]
+    max_auth_failures: usize,
+    /// Seconds to wait for sessions to finish on shutdown.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+fn instance_root(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("msg"))
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let root = instance_root(args.root.clone());
+    let service = match service_runtime::start("pop", &root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("popd: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("popd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(args, root, &service));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    service.flush_log(Duration::from_secs(2));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// At the session cap: POP3's "try later" answer, then close.
+async fn busy<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::AsyncWriteExt;
+    warn!("session limit reached: connection refused");
+    let _ = stream
+        .write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+async fn run(args: Args, root: PathBuf, service: &service_runtime::Runtime) -> anyhow::Result<()> {
+    let config = service.config();
+    let idle_timeout = args.idle_timeout.unwrap_or_else(|| {
+        u64::try_from(config.get_int("service.pop.idletimeout")).unwrap_or(10) * 60
+    });
+    let banner = config.get_str("service.pop.banner");
+    let mut settings = PopSettings {
+        allow_plaintext_auth: config.get_bool("service.allowplaintextauth"),
+        exclusive: args.exclusive,
+        login_timeout: Duration::from_secs(args.login_timeout.max(1)),
+        idle_timeout: Duration::from_secs(idle_timeout.max(1)),
+        auth_fail_delay: Duration::from_millis(args.auth_fail_delay_ms),
+        max_auth_failures: args.max_auth_failures.max(1),
+        ..PopSettings::default()
+    };
+    if !banner.trim().is_empty() {
+        settings.greeting = banner.trim().to_owned();
+    }
+    let tls = match service_runtime::TlsConfig::from_config(config, &root) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!("STLS disabled: {e}");
+            None
+        }
+    };
+    let ctx = Arc::new(
+        PopContext::open(&root, settings, tls)
+            .await
+            .with_context(|| format!("instance {}", root.display()))?,
+    );
+    let limiter = service.limiter().clone();
+
+    let tcp = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = tcp.local_addr().context("listener address")?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "listening on {local}").and_then(|()| out.flush()) {
+            warn!("cannot write to stdout: {e}");
+        }
+    }
+    info!(%local, root = %root.display(), "popd started");
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            r = tcp.accept() => match r {
+                Ok((mut stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    match limiter.try_acquire() {
+                        Some(permit) => {
+                            let ctx = ctx.clone();
+                            sessions.spawn(async move {
+                                serve_connection(stream, peer, ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        None => {
+                            sessions.spawn(async move { busy(&mut stream).await });
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    drop(tcp);
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = sessions.len(),
+            "sessions still running at shutdown: aborted"
+        );
+        sessions.abort_all();
+    }
+    info!("popd stopped");
+    Ok(())
+}

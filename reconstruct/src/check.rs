@@ -1,0 +1,665 @@
+//! One folder: the consistency check of its index against its message files, cache, journal
+//! and expunge list, and the rebuild of its index, cache, journal and store.exp from the
+//! message files (`reconstruct -r`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use message_structure::MessageStructure;
+use msgstore::folder::{self as sf, recount, CACHE, EXP, IDX, JNL, LCK, META};
+use msgstore::fsutil::{self, FileLock};
+use msgstore::index::{self, flag, Header, Record, RECORD_SIZE};
+use msgstore::journal::{self, Entry, JournalHeader, ReplayedState};
+use msgstore::{MailboxEntry, MailboxName};
+
+/// A folder to check: its name, directory and database entry.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: MailboxName,
+    pub dir: PathBuf,
+    pub entry: MailboxEntry,
+}
+
+/// What `-r` does to each folder.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairOptions {
+    /// `-n`: report only.
+    pub check_only: bool,
+    /// `-f`: rebuild even when the check finds nothing.
+    pub force: bool,
+    /// `-i`: set store.idx to zero length before rebuilding.
+    pub zero_index: bool,
+    /// `-e`: remove store.exp before rebuilding, so expunged messages come back.
+    pub restore_expunged: bool,
+}
+
+/// The result for one folder: lines for stdout and what happened.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub lines: Vec<String>,
+    pub damaged: bool,
+    pub rebuilt: bool,
+    pub failed: bool,
+}
+
+/// Everything read from a folder's directory (under its lock).
+#[derive(Default)]
+struct Scan {
+    header: Option<Header>,
+    keywords: Option<Vec<String>>,
+    /// Valid records within the header's count.
+    records: Vec<Record>,
+    /// Every valid record found, tail included (for read state).
+    all_records: BTreeMap<u32, Record>,
+    /// Every record within the count decoded.
+    records_complete: bool,
+    journal: Option<ReplayedState>,
+    journal_generation: u64,
+    exp: BTreeMap<u32, i64>,
+    /// uid -> (size, mtime)
+    files: BTreeMap<u32, (u64, i64)>,
+    cache: Vec<u8>,
+    meta: BTreeMap<String, String>,
+    findings: Vec<String>,
+}
+
+fn read_opt(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn ctx(e: io::Error, what: &str, path: &Path) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// The message files of a folder: `<hex bucket>/<uid>.msg`, with size and mtime. Temporary
+/// files of writers in progress (`.tmp.*`, `*.copy`) and subfolders (`=...`) are not messages.
+pub fn scan_message_files(dir: &Path) -> io::Result<BTreeMap<u32, (u64, i64)>> {
+    let mut out = BTreeMap::new();
+    for ent in std::fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(bucket) = u32::from_str_radix(name, 16) else {
+            continue;
+        };
+        if !ent.file_type()?.is_dir() {
+            continue;
+        }
+        let rd = match std::fs::read_dir(ent.path()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for f in rd {
+            let f = f?;
+            let fname = f.file_name();
+            let Some(fname) = fname.to_str() else {
+                continue;
+            };
+            let Some(stem) = fname.strip_suffix(".msg") else {
+                continue;
+            };
+            let Ok(uid) = stem.parse::<u32>() else {
+                continue;
+            };
+            if uid == 0 || uid >> 12 != bucket || stem != uid.to_string() {
+                continue;
+            }
+            let md = match f.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if md.is_file() {
+                out.insert(uid, (md.len(), md.mtime()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_exp(b: &[u8]) -> BTreeMap<u32, i64> {
+    let mut out = BTreeMap::new();
+    for line in String::from_utf8_lossy(b).lines() {
+        let mut it = line.split_whitespace();
+        if let Some(Ok(uid)) = it.next().map(str::parse::<u32>) {
+            let t = it.next().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+            out.insert(uid, t);
+        }
+    }
+    out
+}
+
+fn parse_meta(b: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn scan(dir: &Path, name: &str) -> Result<Scan, String> {
+    let mut s = Scan::default();
+    let idx_path = dir.join(IDX);
+    let idx = read_opt(&idx_path).map_err(|e| ctx(e, "reading", &idx_path))?;
+    match &idx {
+        None => s
+            .findings
+            .push(format!("Mailbox corrupted, missing fixed headers: {name}")),
+        Some(b) => match Header::decode(b, name) {
+            Err(e) => s.findings.push(e.to_string()),
+            Ok(h) => {
+                s.header = Some(h);
+                let kw_end = index::RECORDS_OFFSET as usize;
+                match b.get(index::KEYWORDS_OFFSET as usize..kw_end) {
+                    None => s.findings.push(format!(
+                        "Mailbox corrupted, start_offset beyond EOF: {name}"
+                    )),
+                    Some(kb) => match index::decode_keywords(kb, name) {
+                        Ok(k) => s.keywords = Some(k),
+                        Err(_) => s
+                            .findings
+                            .push(format!("Mailbox corrupted, keyword table damaged: {name}")),
+                    },
+                }
+                let len = b.len() as u64;
+                // A header that decodes can still claim an absurd count: no overflow.
+                let expected = h
+                    .record_count
+                    .checked_mul(RECORD_SIZE as u64)
+                    .and_then(|n| n.checked_add(index::RECORDS_OFFSET))
+                    .unwrap_or(u64::MAX);
+                if len < expected {
+                    s.findings.push(format!(
+                        "Mailbox corrupted, start_offset beyond EOF: {name}"
+                    ));
+                } else if len > expected {
+                    s.findings.push(format!(
+                        "Mailbox corrupted, index holds {} bytes past its last record (interrupted write): {name}",
+                        len - expected
+                    ));
+                }
+                s.records_complete = len >= expected;
+                let mut last_uid = 0u32;
+                let mut n = 0u64;
+                while let Some(chunk) = usize::try_from(index::record_offset(n))
+                    .ok()
+                    .and_then(|at| b.get(at..at + RECORD_SIZE))
+                {
+                    let within = n < h.record_count;
+                    match Record::decode(chunk) {
+                        Some(r) => {
+                            if within {
+                                if r.uid <= last_uid {
+                                    s.findings.push(format!(
+                                        "Mailbox corrupted, index record {} out of UID order: {name}",
+                                        n + 1
+                                    ));
+                                    s.records_complete = false;
+                                } else {
+                                    last_uid = r.uid;
+                                    s.records.push(r);
+                                }
+                            }
+                            s.all_records.entry(r.uid).or_insert(r);
+                        }
+                        None if within => {
+                            s.findings.push(format!(
+                                "Mailbox corrupted, index record {} damaged: {name}. Needs reconstruct",
+                                n + 1
+                            ));
+                            s.records_complete = false;
+                        }
+                        None => {}
+                    }
+                    n += 1;
+                }
+                if s.records_complete {
+                    let mut c = h;
+                    recount(&mut c, &s.records);
+                    if c.uidnext != h.uidnext {
+                        s.findings.push(format!(
+                            "Mailbox corrupted, UIDNEXT {} not above the highest UID {}: {name}",
+                            h.uidnext,
+                            c.uidnext - 1
+                        ));
+                    } else if (
+                        c.exists,
+                        c.unseen,
+                        c.deleted,
+                        c.total_size,
+                        c.expunged_records,
+                    ) != (
+                        h.exists,
+                        h.unseen,
+                        h.deleted,
+                        h.total_size,
+                        h.expunged_records,
+                    ) {
+                        s.findings.push(format!(
+                            "Mailbox corrupted, header counters disagree with the records: {name}"
+                        ));
+                    }
+                }
+            }
+        },
+    }
+
+    let jnl_path = dir.join(JNL);
+    match read_opt(&jnl_path).map_err(|e| ctx(e, "reading", &jnl_path))? {
+        None => s
+            .findings
+            .push(format!("Flag journal missing in mailbox {name}")),
+        Some(b) => {
+            if let Ok(jh) = JournalHeader::decode(&b) {
+                s.journal_generation = jh.generation;
+            }
+            match journal::replay(&b) {
+                Err(_) => s
+                    .findings
+                    .push(format!("Flag journal header damaged in mailbox {name}")),
+                Ok(st) => {
+                    if st.damaged {
+                        s.findings
+                            .push(format!("Flag journal damaged in mailbox {name}"));
+                    }
+                    s.journal = Some(st);
+                }
+            }
+        }
+    }
+
+    let exp_path = dir.join(EXP);
+    if let Some(b) = read_opt(&exp_path).map_err(|e| ctx(e, "reading", &exp_path))? {
+        s.exp = parse_exp(&b);
+    }
+    let meta_path = dir.join(META);
+    if let Some(b) = read_opt(&meta_path).map_err(|e| ctx(e, "reading", &meta_path))? {
+        s.meta = parse_meta(&b);
+    }
+    let cache_path = dir.join(CACHE);
+    s.cache = read_opt(&cache_path)
+        .map_err(|e| ctx(e, "reading", &cache_path))?
+        .unwrap_or_default();
+    s.files = scan_message_files(dir).map_err(|e| ctx(e, "reading message files in", dir))?;
+
+    if s.header.is_some() {
+        let mut recorded = BTreeSet::new();
+        for r in &s.records {
+            recorded.insert(r.uid);
+            let file = s.files.get(&r.uid);
+            if r.is_expunged() {
+                if file.is_some() && !s.exp.contains_key(&r.uid) {
+                    s.findings.push(format!(
+                        "Expunged msg {} in mailbox {name} still has its file but is not listed in store.exp",
+                        r.uid
+                    ));
+                }
+                continue;
+            }
+            match file {
+                None => s.findings.push(format!(
+                    "Message file missing for msg {} in mailbox {name}",
+                    r.uid
+                )),
+                Some((size, _)) if *size != r.size => s.findings.push(format!(
+                    "Message file of msg {} in mailbox {name} has {size} bytes, the index says {}",
+                    r.uid, r.size
+                )),
+                Some(_) => {}
+            }
+            let cache_ok = sf::decode_cache_entry(&s.cache, r)
+                .is_some_and(|p| MessageStructure::from_bytes(p).is_ok());
+            if !cache_ok {
+                s.findings.push(format!(
+                    "Invalid cache data for msg {} in mailbox {name}. Needs reconstruct",
+                    r.uid
+                ));
+            }
+            if let Some((_, _, jm)) = s.journal.as_ref().and_then(|j| j.messages.get(&r.uid)) {
+                if *jm > r.modseq {
+                    s.findings.push(format!(
+                        "Flag journal has newer flags than the index for msg {} in mailbox {name}",
+                        r.uid
+                    ));
+                }
+            }
+        }
+        if s.records_complete {
+            for uid in s.files.keys() {
+                if !recorded.contains(uid) && !s.exp.contains_key(uid) {
+                    s.findings.push(format!(
+                        "Stray message file for msg {uid} in mailbox {name} (no index record)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Check one folder and, unless `-n`, rebuild it when the check found a problem (or always
+/// with `-f`). Holds the folder's lock throughout: shared to check, exclusive to repair.
+pub fn process(t: &Target, o: &RepairOptions) -> Outcome {
+    let name = t.name.as_str();
+    let mut out = Outcome::default();
+    if !t.dir.is_dir() {
+        out.lines.push(format!(
+            "Mailbox directory missing for {name} ({}): run reconstruct -m",
+            t.dir.display()
+        ));
+        out.damaged = true;
+        out.failed = true;
+        return out;
+    }
+    let lck = t.dir.join(LCK);
+    let lock = if o.check_only {
+        FileLock::shared(&lck)
+    } else {
+        FileLock::exclusive(&lck)
+    };
+    let _lock = match lock {
+        Ok(l) => l,
+        Err(e) => {
+            out.lines.push(format!(
+                "Could not lock {name}: {}",
+                ctx(e, "locking", &lck)
+            ));
+            out.failed = true;
+            return out;
+        }
+    };
+    let mut s = match scan(&t.dir, name) {
+        Ok(s) => s,
+        Err(e) => {
+            out.lines.push(format!("Could not check {name}: {e}"));
+            out.failed = true;
+            return out;
+        }
+    };
+    out.lines.append(&mut s.findings);
+    out.damaged = !out.lines.is_empty();
+    if o.check_only || (!out.damaged && !o.force) {
+        return out;
+    }
+    match rebuild(t, s, o, &mut out.lines) {
+        Ok(()) => out.rebuilt = true,
+        Err(e) => {
+            out.lines.push(format!("Could not rebuild {name}: {e}"));
+            out.failed = true;
+        }
+    }
+    out
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The `store.meta` text for a database entry (the format `Store` writes).
+pub fn meta_text(e: &MailboxEntry) -> String {
+    format!(
+        "uidvalidity={}\nowner={}\nspecialuse={}\nquotaroot={}\ncreated={}\nacl={}\n",
+        e.uidvalidity,
+        e.owner,
+        e.special_use.as_deref().unwrap_or(""),
+        e.quota_root,
+        e.created,
+        e.acl.replace('\n', ";").replace('\t', " ")
+    )
+}
+
+fn rebuild(
+    t: &Target,
+    mut s: Scan,
+    o: &RepairOptions,
+    lines: &mut Vec<String>,
+) -> Result<(), String> {
+    let name = t.name.as_str();
+    let dir = &t.dir;
+    if o.restore_expunged {
+        let p = dir.join(EXP);
+        match std::fs::remove_file(&p) {
+            Ok(()) => lines.push(format!("Removed store.exp of {name} (-e)")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ctx(e, "removing", &p)),
+        }
+        s.exp.clear();
+    }
+    if o.zero_index {
+        let p = dir.join(IDX);
+        match std::fs::OpenOptions::new().write(true).open(&p) {
+            Ok(f) => {
+                f.set_len(0).map_err(|e| ctx(e, "truncating", &p))?;
+                lines.push(format!("Set store.idx of {name} to zero length (-i)"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ctx(e, "opening", &p)),
+        }
+        s.header = None;
+        s.keywords = None;
+        s.records.clear();
+        s.all_records.clear();
+    }
+    let journal = s.journal.take().unwrap_or_default();
+    let meta_u32 = |k: &str| s.meta.get(k).and_then(|v| v.trim().parse::<u32>().ok());
+    let uidvalidity = [
+        s.header.map(|h| h.uidvalidity),
+        meta_u32("uidvalidity"),
+        Some(journal.uidvalidity),
+        Some(t.entry.uidvalidity),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|v| *v != 0)
+    .unwrap_or(1);
+
+    // Read state: the index record, or the journal where it is as new or newer.
+    let mut state: BTreeMap<u32, (u32, u128, u64)> = s
+        .all_records
+        .values()
+        .map(|r| (r.uid, (r.flags, r.keywords, r.modseq)))
+        .collect();
+    for (uid, st) in &journal.messages {
+        match state.get(uid) {
+            Some(cur) if cur.2 > st.2 => {}
+            _ => {
+                state.insert(*uid, *st);
+            }
+        }
+    }
+    let mut keywords = s.keywords.clone().unwrap_or_default();
+    for (i, k) in journal.keywords.iter().enumerate() {
+        if k.is_empty() {
+            continue;
+        }
+        if keywords.len() <= i {
+            keywords.resize(i + 1, String::new());
+        }
+        if keywords[i].is_empty() {
+            keywords[i] = k.clone();
+        }
+    }
+    keywords.truncate(index::KEYWORD_SLOTS);
+
+    let expunged: BTreeSet<u32> = if o.restore_expunged {
+        BTreeSet::new()
+    } else {
+        state
+            .iter()
+            .filter(|(_, st)| st.0 & flag::EXPUNGED != 0)
+            .map(|(u, _)| *u)
+            .chain(s.exp.keys().copied())
+            .collect()
+    };
+    let base_modseq = state
+        .values()
+        .map(|st| st.2)
+        .chain(s.header.map(|h| h.highest_modseq))
+        .max()
+        .unwrap_or(0);
+    let new_modseq = base_modseq + 1;
+
+    let mut records = Vec::with_capacity(s.files.len());
+    let mut cache = Vec::new();
+    let mut new_exp = Vec::new();
+    for (&uid, &(size, mtime)) in &s.files {
+        let st = state.get(&uid).copied();
+        if expunged.contains(&uid) {
+            let (f, k, m) = st.unwrap_or((0, 0, new_modseq));
+            new_exp.push((
+                uid,
+                s.exp.get(&uid).copied().unwrap_or_else(now_secs),
+                f,
+                k,
+                m,
+            ));
+            continue;
+        }
+        let path = dir
+            .join(format!("{:x}", uid >> 12))
+            .join(format!("{uid}.msg"));
+        let raw = std::fs::read(&path).map_err(|e| ctx(e, "reading", &path))?;
+        let structure = MessageStructure::parse(&raw).to_bytes();
+        let (flags, kw, modseq) = match st {
+            Some((f, k, _)) if f & flag::EXPUNGED != 0 => (f & !flag::EXPUNGED, k, new_modseq),
+            Some(v) => v,
+            None => (0, 0, new_modseq),
+        };
+        let rec = Record {
+            uid,
+            flags: flags & flag::USER_MASK,
+            internal_date: mtime,
+            size,
+            modseq,
+            keywords: kw,
+            cache_offset: cache.len() as u64,
+            cache_len: structure.len() as u32,
+            save_date: s.all_records.get(&uid).map_or(mtime, |r| r.save_date),
+        };
+        cache.extend_from_slice(&sf::encode_cache_entry(uid, &structure));
+        records.push(rec);
+    }
+
+    let max_uid = s
+        .files
+        .keys()
+        .chain(journal.messages.keys())
+        .chain(s.exp.keys())
+        .chain(s.all_records.keys())
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let uidnext = s
+        .header
+        .map_or(1, |h| h.uidnext)
+        .max(max_uid.saturating_add(1))
+        .max(1);
+    let created = s
+        .header
+        .map(|h| h.created)
+        .filter(|c| *c != 0)
+        .or_else(|| s.meta.get("created").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(t.entry.created);
+    let mut h = Header {
+        uidvalidity,
+        uidnext,
+        recent_uid: s
+            .header
+            .map_or(uidnext - 1, |h| h.recent_uid)
+            .min(uidnext - 1),
+        highest_modseq: new_modseq,
+        generation: s
+            .header
+            .map_or(0, |h| h.generation)
+            .max(s.journal_generation)
+            + 1,
+        created,
+        ..Default::default()
+    };
+    recount(&mut h, &records);
+
+    let mut idx = Vec::with_capacity(index::record_offset(records.len() as u64) as usize);
+    idx.extend_from_slice(&h.encode());
+    for k in 0..index::KEYWORD_SLOTS {
+        idx.extend_from_slice(&index::encode_keyword(
+            keywords.get(k).map(String::as_str).unwrap_or(""),
+        ));
+    }
+    for r in &records {
+        idx.extend_from_slice(&r.encode());
+    }
+    let mut jnl = JournalHeader {
+        uidvalidity,
+        generation: h.generation,
+    }
+    .encode()
+    .to_vec();
+    for (slot, k) in keywords.iter().enumerate() {
+        if !k.is_empty() {
+            Entry::Keyword {
+                slot: slot as u8,
+                name: k.clone(),
+            }
+            .encode_into(&mut jnl);
+        }
+    }
+    for r in &records {
+        if r.flags != 0 || r.keywords != 0 {
+            Entry::Flags {
+                uid: r.uid,
+                flags: r.flags,
+                modseq: r.modseq,
+                keywords: r.keywords,
+            }
+            .encode_into(&mut jnl);
+        }
+    }
+    let mut exp_text = String::new();
+    for (uid, time, f, k, m) in &new_exp {
+        exp_text.push_str(&format!("{uid} {time}\n"));
+        // Keep the expunge in the journal too: it survives a later loss of store.exp.
+        Entry::Flags {
+            uid: *uid,
+            flags: f | flag::EXPUNGED,
+            modseq: *m,
+            keywords: *k,
+        }
+        .encode_into(&mut jnl);
+    }
+
+    let write = |file: &str, data: &[u8]| {
+        let p = dir.join(file);
+        fsutil::write_atomic(&p, data).map_err(|e| ctx(e, "writing", &p))
+    };
+    write(CACHE, &cache)?;
+    write(EXP, exp_text.as_bytes())?;
+    write(JNL, &jnl)?;
+    if s.meta.is_empty() {
+        write(META, meta_text(&t.entry).as_bytes())?;
+        lines.push(format!("Rewrote store.meta of {name} from the database"));
+    }
+    // store.idx last: the new generation is visible only once everything it refers to is.
+    write(IDX, &idx)?;
+    let mut summary = format!(
+        "Rebuilt {name}: {} messages, UIDVALIDITY {uidvalidity}, UIDNEXT {uidnext}",
+        records.len()
+    );
+    if !new_exp.is_empty() {
+        summary.push_str(&format!(
+            ", {} expunged messages left out (awaiting erasure)",
+            new_exp.len()
+        ));
+    }
+    lines.push(summary);
+    Ok(())
+}

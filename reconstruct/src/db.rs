@@ -1,0 +1,444 @@
+//! The mailbox database against the spool: `-m` (folder entries), `-q` (quota usage) and
+//! `-l` (the rights index).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use msgstore::folder::{peek_header, FolderFiles, IDX, META};
+use msgstore::layout;
+use msgstore::mboxdb::MailboxDb;
+use msgstore::{MailboxEntry, MailboxName, UserName};
+
+/// What a database pass did: lines for stdout, changes (or, with `-n`, changes needed) and
+/// problems it could not fix.
+#[derive(Debug, Default)]
+pub struct DbOutcome {
+    pub lines: Vec<String>,
+    pub changes: usize,
+    pub failures: usize,
+}
+
+impl DbOutcome {
+    fn fail(&mut self, line: String) {
+        self.lines.push(line);
+        self.failures += 1;
+    }
+}
+
+/// Folder directories below `dir` (a directory holding store.idx or store.meta is a folder).
+fn walk_folders(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for ent in rd {
+        let ent = ent?;
+        if !ent.file_type()?.is_dir() {
+            continue;
+        }
+        let p = ent.path();
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('=') {
+            if p.join(IDX).exists() || p.join(META).exists() {
+                out.push(p.clone());
+            }
+            walk_folders(&p, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The user directories of a partition: `<h1>/<h2>/=<user>`.
+fn user_dirs(partition: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let level = |d: &Path| -> io::Result<Vec<PathBuf>> {
+        match std::fs::read_dir(d) {
+            Ok(rd) => {
+                let mut v = Vec::new();
+                for e in rd {
+                    let e = e?;
+                    if e.file_type()?.is_dir() {
+                        v.push(e.path());
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    };
+    for h1 in level(partition)? {
+        for h2 in level(&h1)? {
+            for u in level(&h2)? {
+                if u.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('='))
+                {
+                    out.push(u);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn meta_of(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(dir.join(META))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The database entry a folder directory stands for, from its store.meta and index header.
+fn entry_from_dir(name: &MailboxName, partition: &str, dir: &Path) -> MailboxEntry {
+    let meta = meta_of(dir);
+    let header = peek_header(&FolderFiles::new(dir.to_path_buf()), name.as_str()).ok();
+    let get = |k: &str| {
+        meta.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let uidvalidity = get("uidvalidity")
+        .and_then(|v| v.parse().ok())
+        .or(header.map(|h| h.uidvalidity))
+        .unwrap_or(1);
+    let created = get("created")
+        .and_then(|v| v.parse().ok())
+        .or(header.map(|h| h.created))
+        .unwrap_or(0);
+    let owner = get("owner").unwrap_or_else(|| name.user().to_owned());
+    let acl = match get("acl") {
+        Some(a) => a
+            .split(';')
+            .filter_map(|p| p.split_once(' '))
+            .map(|(i, r)| format!("{i}\t{r}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => format!("{owner}\t{}", msgstore::Rights::ALL),
+    };
+    MailboxEntry {
+        name: name.to_string(),
+        owner,
+        partition: partition.to_owned(),
+        uidvalidity,
+        special_use: get("specialuse"),
+        acl,
+        quota_root: get("quotaroot").unwrap_or_else(|| format!("user/{}", name.user())),
+        created,
+    }
+}
+
+/// `-m`: add entries for folder directories the database lacks, remove entries whose
+/// directory is gone, then recompute the usage of the quota roots touched.
+pub fn fix_mailboxes(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    only_partition: Option<&str>,
+    only_user: Option<&UserName>,
+    check_only: bool,
+) -> DbOutcome {
+    let mut out = DbOutcome::default();
+    let mut touched_roots = BTreeSet::new();
+    let entries = match db.list_all() {
+        Ok(e) => e,
+        Err(e) => {
+            out.fail(format!("Could not read the mailbox database: {e}"));
+            return out;
+        }
+    };
+    let known: BTreeMap<&str, &MailboxEntry> =
+        entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let verb = |done: &str, would: &str| {
+        if check_only {
+            would.to_owned()
+        } else {
+            done.to_owned()
+        }
+    };
+
+    // Directories the database lacks.
+    for (pname, ppath) in partitions {
+        if only_partition.is_some_and(|p| p != pname) {
+            continue;
+        }
+        let users = match only_user {
+            Some(u) => vec![layout::user_dir(ppath, u)],
+            None => match user_dirs(ppath) {
+                Ok(u) => u,
+                Err(e) => {
+                    out.fail(format!(
+                        "Could not read partition {pname} ({}): {e}",
+                        ppath.display()
+                    ));
+                    continue;
+                }
+            },
+        };
+        for udir in users {
+            let mut dirs = Vec::new();
+            if let Err(e) = walk_folders(&udir, &mut dirs) {
+                out.fail(format!("Could not read {}: {e}", udir.display()));
+                continue;
+            }
+            for dir in dirs {
+                let Some(name) = layout::name_from_dir(ppath, &dir) else {
+                    out.fail(format!(
+                        "Folder directory {} does not name a valid mailbox; left alone",
+                        dir.display()
+                    ));
+                    continue;
+                };
+                if layout::folder_dir(ppath, &name) != dir {
+                    out.fail(format!(
+                        "Folder directory {} is not where {name} belongs (wrong hash directory); left alone",
+                        dir.display()
+                    ));
+                    continue;
+                }
+                match known.get(name.as_str()) {
+                    Some(e) if e.partition == *pname => continue,
+                    Some(e) => {
+                        out.lines.push(format!(
+                            "Folder directory of {name} also found on partition {pname} ({}); the database keeps partition {}",
+                            dir.display(),
+                            e.partition
+                        ));
+                        continue;
+                    }
+                    None => {}
+                }
+                let entry = entry_from_dir(&name, pname, &dir);
+                out.changes += 1;
+                touched_roots.insert(entry.quota_root.clone());
+                if !check_only {
+                    let r = db
+                        .insert(&entry)
+                        .and_then(|_| db.set_acl(&entry.name, &entry.owner, &entry.acl));
+                    if let Err(e) = r {
+                        out.fail(format!("Could not add {name} to the mailbox database: {e}"));
+                        continue;
+                    }
+                }
+                out.lines.push(format!(
+                    "{} {name} (partition {pname}, UIDVALIDITY {})",
+                    verb(
+                        "Added to the mailbox database:",
+                        "Missing from the mailbox database:"
+                    ),
+                    entry.uidvalidity
+                ));
+            }
+        }
+    }
+
+    // Entries whose directory is gone.
+    for e in &entries {
+        if only_partition.is_some_and(|p| p != e.partition) {
+            continue;
+        }
+        let Ok(name) = MailboxName::parse(&e.name) else {
+            out.fail(format!(
+                "Invalid mailbox name in the database: {:?}",
+                e.name
+            ));
+            continue;
+        };
+        if only_user.is_some_and(|u| u.as_str() != name.user()) {
+            continue;
+        }
+        let Some(ppath) = partitions.get(&e.partition) else {
+            out.fail(format!(
+                "{} is on partition {}, which msg.conf does not define; left alone",
+                e.name, e.partition
+            ));
+            continue;
+        };
+        let dir = layout::folder_dir(ppath, &name);
+        if dir.join(IDX).exists() || dir.join(META).exists() {
+            continue;
+        }
+        out.changes += 1;
+        touched_roots.insert(e.quota_root.clone());
+        if !check_only {
+            if let Err(err) = db.delete(&e.name) {
+                out.fail(format!(
+                    "Could not remove {} from the mailbox database: {err}",
+                    e.name
+                ));
+                continue;
+            }
+        }
+        out.lines.push(format!(
+            "{} {} (its directory {} is gone)",
+            verb(
+                "Removed from the mailbox database:",
+                "Folder directory missing for"
+            ),
+            e.name,
+            dir.display()
+        ));
+    }
+
+    if !check_only && !touched_roots.is_empty() {
+        let q = fix_quotas(db, partitions, Some(&touched_roots), false);
+        out.lines.extend(q.lines);
+        out.failures += q.failures;
+    }
+    out
+}
+
+/// `-q`: recompute each quota root's usage (messages and bytes) from its folders' index
+/// headers and correct the database where it differs. `roots` limits the pass.
+pub fn fix_quotas(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    roots: Option<&BTreeSet<String>>,
+    check_only: bool,
+) -> DbOutcome {
+    let mut out = DbOutcome::default();
+    let entries = match db.list_all() {
+        Ok(e) => e,
+        Err(e) => {
+            out.fail(format!("Could not read the mailbox database: {e}"));
+            return out;
+        }
+    };
+    let mut usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    match db.quota_roots() {
+        Ok(r) => {
+            for root in r {
+                usage.entry(root).or_default();
+            }
+        }
+        Err(e) => {
+            out.fail(format!("Could not read quota roots: {e}"));
+            return out;
+        }
+    }
+    let mut unreadable = BTreeSet::new();
+    for e in &entries {
+        let slot = usage.entry(e.quota_root.clone()).or_default();
+        let Ok(name) = MailboxName::parse(&e.name) else {
+            continue;
+        };
+        let Some(ppath) = partitions.get(&e.partition) else {
+            out.fail(format!(
+                "Quota root {}: {} is on unknown partition {}",
+                e.quota_root, e.name, e.partition
+            ));
+            unreadable.insert(e.quota_root.clone());
+            continue;
+        };
+        let files = FolderFiles::new(layout::folder_dir(ppath, &name));
+        // A torn read (a writer mid-update) fails the CRC: read again.
+        let mut header = None;
+        for _ in 0..20 {
+            match peek_header(&files, &e.name) {
+                Ok(h) => {
+                    header = Some(h);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        match header {
+            Some(h) => {
+                slot.0 += h.total_size;
+                slot.1 += h.exists;
+            }
+            None => {
+                out.fail(format!(
+                    "Quota root {}: cannot read the index of {} (run reconstruct -r {}); usage left alone",
+                    e.quota_root, e.name, e.name
+                ));
+                unreadable.insert(e.quota_root.clone());
+            }
+        }
+    }
+    for (root, (bytes, msgs)) in usage {
+        if roots.is_some_and(|r| !r.contains(&root)) || unreadable.contains(&root) {
+            continue;
+        }
+        let cur = match db.quota(&root) {
+            Ok(q) => q.map_or((0, 0), |q| (q.storage_used, q.messages_used)),
+            Err(e) => {
+                out.fail(format!("Could not read quota root {root}: {e}"));
+                continue;
+            }
+        };
+        if cur == (bytes, msgs) {
+            continue;
+        }
+        out.changes += 1;
+        if !check_only {
+            if let Err(e) = db.set_quota_usage(&root, bytes, msgs) {
+                out.fail(format!("Could not correct quota root {root}: {e}"));
+                continue;
+            }
+        }
+        out.lines.push(format!(
+            "Quota root {root}: usage {} {} bytes in {} messages, {} {bytes} bytes in {msgs} messages",
+            if check_only { "recorded as" } else { "was" },
+            cur.0,
+            cur.1,
+            if check_only { "actually" } else { "now" },
+        ));
+    }
+    out
+}
+
+/// The rights index the ACLs call for: (identifier, mailbox) for every identifier other than
+/// the owner holding the lookup right (what `MailboxDb::set_acl` maintains).
+fn expected_rights(entries: &[MailboxEntry]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for e in entries {
+        for line in e.acl.lines() {
+            if let Some((ident, rights)) = line.split_once('\t') {
+                if ident != e.owner && rights.contains('l') {
+                    out.insert((ident.to_owned(), e.name.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `-l`: rebuild the rights index from the ACLs, reporting each row added or removed.
+pub fn fix_rights(db: &MailboxDb, check_only: bool) -> DbOutcome {
+    let mut out = DbOutcome::default();
+    let (entries, rows) = match db.list_all().and_then(|e| Ok((e, db.rights_index_rows()?))) {
+        Ok(v) => v,
+        Err(e) => {
+            out.fail(format!("Could not read the mailbox database: {e}"));
+            return out;
+        }
+    };
+    let want = expected_rights(&entries);
+    let have: BTreeSet<(String, String)> = rows.into_iter().collect();
+    for (i, m) in want.difference(&have) {
+        out.lines.push(format!(
+            "Rights index lacks {i} on {m}{}",
+            if check_only { "" } else { ": added" }
+        ));
+    }
+    for (i, m) in have.difference(&want) {
+        out.lines.push(format!(
+            "Rights index has {i} on {m}, which no ACL grants{}",
+            if check_only { "" } else { ": removed" }
+        ));
+    }
+    out.changes = want.symmetric_difference(&have).count();
+    if !check_only && out.changes > 0 {
+        if let Err(e) = db.rebuild_rights_index() {
+            out.fail(format!("Could not rebuild the rights index: {e}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,476 @@
+//! The real `reconstruct` binary against real stores, one test per kind of damage: `-n`
+//! reports it (exit 1), the repair fixes it, a second `-n` is clean (exit 0), and every
+//! message is still there with the same UID, UIDVALIDITY, flags and keywords.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use msgstore::{flag, AppendRequest, FlagOp, MailboxName, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reconstruct");
+
+fn name(s: &str) -> MailboxName {
+    MailboxName::parse(s).expect("valid name")
+}
+
+fn msg(subject: &str, flags: u32, keywords: &[&str]) -> AppendRequest {
+    AppendRequest {
+        data: format!(
+            "From: Joe <joe@example.com>\r\nTo: bob@example.com\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n\r\nBody of {subject}\r\n"
+        )
+        .into_bytes(),
+        flags,
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        internal_date: Some(1_700_000_000 + subject.len() as i64),
+    }
+}
+
+/// A store with user/joe/INBOX (4 messages, flags and keywords) and user/joe/Work.
+fn setup() -> (tempfile::TempDir, MailboxName) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let inbox = name("user/joe/INBOX");
+    store.create_mailbox(&inbox, None, None).expect("create");
+    store
+        .create_mailbox(&name("user/joe/Work"), None, None)
+        .expect("create");
+    store
+        .append(
+            &inbox,
+            vec![
+                msg("one", flag::SEEN, &["$Forwarded"]),
+                msg("two", 0, &[]),
+                msg("three", flag::FLAGGED, &["Work", "$Label1"]),
+                msg("four", 0, &[]),
+            ],
+        )
+        .expect("append");
+    store
+        .store_flags(
+            &inbox,
+            &[2],
+            FlagOp::Add,
+            flag::ANSWERED,
+            &["$Junk".into()],
+            None,
+        )
+        .expect("flags");
+    store
+        .store_flags(
+            &inbox,
+            &[1],
+            FlagOp::Remove,
+            0,
+            &["$Forwarded".into()],
+            None,
+        )
+        .expect("flags");
+    store
+        .store_flags(&inbox, &[1, 4], FlagOp::Add, flag::SEEN, &[], None)
+        .expect("flags");
+    store
+        .append(&name("user/joe/Work"), vec![msg("w", 0, &["Todo"])])
+        .expect("append");
+    (dir, inbox)
+}
+
+type View = (u32, u32, Vec<(u32, u32, Vec<String>, Vec<u8>)>);
+
+/// What a client sees: UIDVALIDITY, UIDNEXT, and each message's UID, flags, keywords, bytes.
+fn view(root: &Path, n: &MailboxName) -> View {
+    let store = Store::open(root).expect("open");
+    let st = store.status(n).expect("status");
+    let msgs = store
+        .with_state(n, |s| {
+            Ok(s.live()
+                .map(|m| {
+                    let mut k: Vec<String> = s
+                        .keyword_names(m.keywords)
+                        .into_iter()
+                        .map(String::from)
+                        .collect();
+                    k.sort();
+                    (m.uid, m.flags, k)
+                })
+                .collect::<Vec<_>>())
+        })
+        .expect("state");
+    let msgs = msgs
+        .into_iter()
+        .map(|(u, f, k)| {
+            let body = store.read_message(n, u).expect("readable");
+            store.structure(n, u).expect("structure");
+            (u, f, k, body)
+        })
+        .collect();
+    (st.uidvalidity, st.uidnext, msgs)
+}
+
+fn run(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run reconstruct");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn folder_dir(root: &Path, n: &MailboxName) -> PathBuf {
+    Store::open(root).expect("open").folder_dir(n).expect("dir")
+}
+
+/// -n finds the damage (exit 1, `expect` in the report), the repair fixes it (exit 1), a second
+/// -n is clean.
+fn damage_and_repair(root: &Path, expect: &str, repair: &[&str]) -> String {
+    let (code, out, err) = run(root, &["-n", "-r"]);
+    assert_eq!(code, 1, "check should find damage: {out}{err}");
+    assert!(out.contains(expect), "expected {expect:?} in {out}");
+    let (code, out, err) = run(root, repair);
+    assert_eq!(code, 1, "repair: {out}{err}");
+    assert!(out.contains("Rebuilt user/joe/INBOX"), "{out}");
+    let (code, out2, err) = run(root, &["-n", "-r"]);
+    assert_eq!(code, 0, "clean after repair: {out2}{err}");
+    assert!(out2.contains("0 damaged"), "{out2}");
+    out
+}
+
+#[test]
+fn clean_store_checks_clean() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let (code, out, _) = run(dir.path(), &["-n", "-r"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 folder(s) checked, 0 damaged"), "{out}");
+    // -r without damage rebuilds nothing; -f rebuilds and changes nothing clients see.
+    let (code, out, _) = run(dir.path(), &["-r"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 rebuilt"), "{out}");
+    let (code, out, _) = run(dir.path(), &["-f", "-r", "user/joe"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 rebuilt"), "{out}");
+    let after = view(dir.path(), &inbox);
+    assert_eq!(before.0, after.0);
+    assert_eq!(before.2, after.2);
+    // -i/-e with nothing rebuilt: say so.
+    let (code, out, _) = run(dir.path(), &["-e", "-r"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("add -f"), "{out}");
+}
+
+#[test]
+fn truncated_index() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    let len = std::fs::metadata(&idx).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&idx)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Mailbox corrupted, start_offset beyond EOF: user/joe/INBOX",
+        &["-r"],
+    );
+    assert_eq!(view(dir.path(), &inbox), before);
+}
+
+#[test]
+fn zeroed_index() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    let len = std::fs::metadata(&idx).unwrap().len() as usize;
+    std::fs::write(&idx, vec![0u8; len]).unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Mailbox corrupted, missing fixed headers: user/joe/INBOX",
+        &["-r", "user/joe/INBOX"],
+    );
+    assert_eq!(view(dir.path(), &inbox), before);
+}
+
+#[test]
+fn flipped_byte_in_a_record() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    let mut b = std::fs::read(&idx).unwrap();
+    let at = msgstore::index::record_offset(1) as usize + 9;
+    b[at] ^= 0x10;
+    std::fs::write(&idx, b).unwrap();
+    damage_and_repair(
+        dir.path(),
+        "index record 2 damaged: user/joe/INBOX",
+        &["-r"],
+    );
+    assert_eq!(view(dir.path(), &inbox), before);
+}
+
+#[test]
+fn deleted_index_gives_back_the_clients_view() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    std::fs::remove_file(&idx).unwrap();
+    let out = damage_and_repair(
+        dir.path(),
+        "Mailbox corrupted, missing fixed headers: user/joe/INBOX",
+        &["-i", "-f", "-r"],
+    );
+    assert!(out.contains("2 rebuilt"), "{out}");
+    let after = view(dir.path(), &inbox);
+    assert_eq!(after, before, "UIDs, UIDVALIDITY, UIDNEXT, flags, keywords");
+}
+
+#[test]
+fn damaged_cache() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let cache = folder_dir(dir.path(), &inbox).join("store.cache");
+    let mut b = std::fs::read(&cache).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 0xff;
+    std::fs::write(&cache, b).unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Invalid cache data for msg 4 in mailbox user/joe/INBOX. Needs reconstruct",
+        &["-r"],
+    );
+    assert_eq!(view(dir.path(), &inbox), before);
+}
+
+#[test]
+fn missing_message_file() {
+    let (dir, inbox) = setup();
+    let mut before = view(dir.path(), &inbox);
+    let d = folder_dir(dir.path(), &inbox);
+    std::fs::remove_file(d.join("0").join("3.msg")).unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Message file missing for msg 3 in mailbox user/joe/INBOX",
+        &["-r"],
+    );
+    before.2.retain(|m| m.0 != 3);
+    assert_eq!(view(dir.path(), &inbox), before);
+}
+
+#[test]
+fn stray_message_file() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let d = folder_dir(dir.path(), &inbox);
+    std::fs::write(
+        d.join("0").join("9.msg"),
+        b"Subject: stray\r\n\r\nfound on disk\r\n",
+    )
+    .unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Stray message file for msg 9 in mailbox user/joe/INBOX",
+        &["-r"],
+    );
+    let after = view(dir.path(), &inbox);
+    assert_eq!(after.0, before.0);
+    assert_eq!(after.1, 10);
+    assert_eq!(&after.2[..4], &before.2[..]);
+    assert_eq!(after.2[4].0, 9);
+    assert_eq!(after.2[4].3, b"Subject: stray\r\n\r\nfound on disk\r\n");
+}
+
+#[test]
+fn removed_store_exp_and_restoring_expunged() {
+    let (dir, inbox) = setup();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .store_flags(&inbox, &[2], FlagOp::Add, flag::DELETED, &[], None)
+            .unwrap();
+        store.expunge(&inbox, None).unwrap();
+    }
+    let before = view(dir.path(), &inbox);
+    assert!(before.2.iter().all(|m| m.0 != 2));
+    let d = folder_dir(dir.path(), &inbox);
+    std::fs::remove_file(d.join("store.exp")).unwrap();
+    damage_and_repair(
+        dir.path(),
+        "Expunged msg 2 in mailbox user/joe/INBOX still has its file but is not listed in store.exp",
+        &["-r"],
+    );
+    assert_eq!(view(dir.path(), &inbox), before);
+    // A forced rebuild without -e keeps it expunged; with -e it comes back.
+    let (code, out, _) = run(dir.path(), &["-f", "-r", "user/joe/INBOX"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(view(dir.path(), &inbox).2, before.2);
+    let (code, out, _) = run(dir.path(), &["-e", "-f", "-r", "user/joe/INBOX"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Removed store.exp"), "{out}");
+    let after = view(dir.path(), &inbox);
+    let back = after.2.iter().find(|m| m.0 == 2).expect("message 2 back");
+    assert_eq!(back.1, flag::ANSWERED | flag::DELETED);
+    assert_eq!(back.2, vec!["$Junk".to_string()]);
+    assert_eq!(after.2.len(), 4);
+    assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
+}
+
+#[test]
+fn mailbox_database_against_the_spool() {
+    let (dir, _) = setup();
+    let store = Store::open(dir.path()).unwrap();
+    let work = name("user/joe/Work");
+    let gone = name("user/joe/Gone");
+    store.create_mailbox(&gone, None, None).unwrap();
+    let work_entry = store.entry(&work).unwrap();
+    let gone_dir = store.folder_dir(&gone).unwrap();
+    std::fs::remove_dir_all(&gone_dir).unwrap();
+    // The directory of Work stays, its database entry goes.
+    store.db().delete(work.as_str()).unwrap();
+    drop(store);
+
+    let (code, out, err) = run(dir.path(), &["-n", "-m"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("Missing from the mailbox database: user/joe/Work"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Folder directory missing for user/joe/Gone"),
+        "{out}"
+    );
+    let (code, out, err) = run(dir.path(), &["-m"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("Added to the mailbox database: user/joe/Work"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Removed from the mailbox database: user/joe/Gone"),
+        "{out}"
+    );
+    let (code, out, _) = run(dir.path(), &["-n", "-m"]);
+    assert_eq!(code, 0, "{out}");
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.db().get(gone.as_str()).unwrap().is_none());
+    assert_eq!(store.entry(&work).unwrap(), work_entry);
+    assert!(store.read_message(&work, 1).unwrap().len() > 10);
+    // -u needs -p; with it, the scope is one user.
+    assert_eq!(run(dir.path(), &["-u", "joe", "-m"]).0, 64);
+    assert_eq!(run(dir.path(), &["-p", "primary", "-u", "joe", "-m"]).0, 0);
+}
+
+#[test]
+fn wrong_quota_usage() {
+    let (dir, _) = setup();
+    let store = Store::open(dir.path()).unwrap();
+    let right = store.quota("user/joe").unwrap();
+    assert_eq!(right.messages_used, 5);
+    store.db().set_quota_usage("user/joe", 1, 999).unwrap();
+    drop(store);
+    let (code, out, _) = run(dir.path(), &["-n", "-q"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Quota root user/joe"), "{out}");
+    let (code, out, _) = run(dir.path(), &["-q"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out, _) = run(dir.path(), &["-n", "-q"]);
+    assert_eq!(code, 0, "{out}");
+    let q = Store::open(dir.path()).unwrap().quota("user/joe").unwrap();
+    assert_eq!((q.storage_used, q.messages_used), (right.storage_used, 5));
+}
+
+#[test]
+fn damaged_rights_index() {
+    let (dir, _) = setup();
+    let store = Store::open(dir.path()).unwrap();
+    let work = name("user/joe/Work");
+    store.set_acl(&work, "bob", "lr").unwrap();
+    assert_eq!(store.shared_with("bob").unwrap(), vec!["user/joe/Work"]);
+    // Damage: the ACL stays, bob's rights-index row goes.
+    let acl = store.entry(&work).unwrap().acl;
+    store.db().set_acl(work.as_str(), "bob", &acl).unwrap();
+    assert!(store.shared_with("bob").unwrap().is_empty());
+    drop(store);
+    let (code, out, _) = run(dir.path(), &["-n", "-l"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Rights index lacks bob on user/joe/Work"),
+        "{out}"
+    );
+    assert_eq!(run(dir.path(), &["-l"]).0, 1);
+    assert_eq!(run(dir.path(), &["-n", "-l"]).0, 0);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.shared_with("bob").unwrap(), vec!["user/joe/Work"]);
+}
+
+#[test]
+fn usage_errors_change_nothing() {
+    let (dir, inbox) = setup();
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    std::fs::write(&idx, b"junk").unwrap();
+    for args in [
+        &["-n"][..],
+        &[][..],
+        &["-n", "-f", "-r"][..],
+        &["-n", "-e", "-r"][..],
+        &["-r", "-m"][..],
+        &["-u", "joe", "-m"][..],
+        &["-p", "nosuch", "-r"][..],
+        &["-r", "user/nobody/INBOX"][..],
+        &["-r", "user/nobody"][..],
+        &["-r", "/tmp/x/store.idx"][..],
+        &["-r", "INBOX"][..],
+        &["-x"][..],
+    ] {
+        let (code, out, err) = run(dir.path(), args);
+        assert!(code >= 64, "{args:?}: {code} {out}{err}");
+        assert!(!err.is_empty(), "{args:?}: message on stderr");
+    }
+    assert_eq!(std::fs::read(&idx).unwrap(), b"junk");
+}
+
+#[test]
+fn repair_while_another_thread_appends_and_reads() {
+    let (dir, inbox) = setup();
+    let store = Store::open(dir.path()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let appended = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let mut uids = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || i < 20 {
+                let (_, u) = store
+                    .append(&inbox, vec![msg(&format!("live{i}"), flag::SEEN, &[])])
+                    .expect("append during reconstruct");
+                uids.extend(u);
+                for &u in uids.iter().rev().take(3) {
+                    store
+                        .read_message(&inbox, u)
+                        .expect("read during reconstruct");
+                }
+                store.status(&inbox).expect("status");
+                i += 1;
+            }
+            uids
+        });
+        for _ in 0..3 {
+            let (code, out, err) = run(dir.path(), &["-f", "-r"]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("writer")
+    });
+    let v = view(dir.path(), &inbox);
+    for u in &appended {
+        let m = v.2.iter().find(|m| m.0 == *u).expect("no lost message");
+        assert_eq!(m.1, flag::SEEN);
+    }
+    assert_eq!(v.2.len(), 4 + appended.len());
+    assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
+}
