@@ -200,6 +200,8 @@ struct Msg {
     uid: u32,
     size: u64,
     deleted: bool,
+    /// Sent whole by RETR: marked \Seen at QUIT, as Dovecot does, so IMAP shows it read.
+    retrieved: bool,
 }
 
 struct Maildrop {
@@ -629,6 +631,7 @@ impl Conn {
                 uid: m.uid,
                 size: m.size,
                 deleted: false,
+                retrieved: false,
             })
             .collect();
         let total: u64 = msgs.iter().map(|m| m.size).sum();
@@ -767,6 +770,7 @@ impl Conn {
             Command::Retr(n) => {
                 if let Some(i) = self.message(drop, n) {
                     self.send_message(drop, i, None).await?;
+                    drop.msgs[i].retrieved = true;
                 }
             }
             Command::Top(n, lines) => {
@@ -788,8 +792,24 @@ impl Conn {
         Ok(false)
     }
 
-    /// The UPDATE state: flag and expunge exactly the messages marked deleted.
+    /// The UPDATE state: mark retrieved messages \Seen, then flag and expunge exactly the
+    /// messages marked deleted.
     async fn update(&mut self, drop: &mut Maildrop) {
+        let seen: Vec<u32> = drop
+            .msgs
+            .iter()
+            .filter(|m| m.retrieved && !m.deleted)
+            .map(|m| m.uid)
+            .collect();
+        if !seen.is_empty() {
+            if let Err(e) = drop
+                .folder
+                .store_flags(&seen, FlagOp::Add, &[Flag::Seen], None)
+                .await
+            {
+                warn!("marking retrieved messages of {} seen: {e}", self.peer);
+            }
+        }
         let uids: Vec<u32> = drop
             .msgs
             .iter()

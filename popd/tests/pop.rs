@@ -51,6 +51,22 @@ fn deliver(root: &Path, user: &str, msgs: &[Vec<u8>]) -> Vec<(u32, u32)> {
     })
 }
 
+/// Deliver many messages in batches (one flush per batch).
+fn deliver_many(root: &Path, user: &str, count: usize) {
+    rt().block_on(async {
+        let client = StoreClient::open(root).await.expect("store");
+        let s = client.session_for(user).await.expect("session");
+        let mut n = 0;
+        while n < count {
+            let batch: Vec<_> = (n..(n + 500).min(count))
+                .map(|i| (msg(i), Vec::new(), None))
+                .collect();
+            n += batch.len();
+            s.append_many("INBOX", batch).await.expect("append_many");
+        }
+    })
+}
+
 fn inbox_count(root: &Path, user: &str) -> u64 {
     rt().block_on(async {
         let client = StoreClient::open(root).await.expect("store");
@@ -641,7 +657,7 @@ fn session_cap_login_timeout_and_sigterm() {
     }
 }
 
-/// Debian's fetchmail (scripts/test.sh installs it): 1,000 messages in keep mode, then in
+/// Debian's fetchmail (scripts/test.sh installs it): 10,000 messages in keep mode, then in
 /// delete mode.
 #[test]
 fn fetchmail_keep_then_delete() {
@@ -651,8 +667,7 @@ fn fetchmail_keep_then_delete() {
         "fetchmail is not installed: run ./scripts/test.sh, which installs the test packages"
     );
     let dir = instance(&["joe"]);
-    let msgs: Vec<Vec<u8>> = (0..1000).map(msg).collect();
-    deliver(dir.path(), "joe", &msgs);
+    deliver_many(dir.path(), "joe", 10_000);
     let server = Server::start(dir.path(), &[]);
     let outfile = dir.path().join("fetched.mbox");
     let run = |keep: bool| {
@@ -687,11 +702,113 @@ fn fetchmail_keep_then_delete() {
         );
     };
     run(true);
-    assert_eq!(inbox_count(dir.path(), "joe"), 1000);
+    assert_eq!(inbox_count(dir.path(), "joe"), 10_000);
     let fetched = std::fs::read_to_string(&outfile).expect("fetched");
-    assert_eq!(fetched.matches("Subject: message ").count(), 1000);
+    assert_eq!(fetched.matches("Subject: message ").count(), 10_000);
     run(false);
     assert_eq!(inbox_count(dir.path(), "joe"), 0);
     let fetched = std::fs::read_to_string(&outfile).expect("fetched");
-    assert_eq!(fetched.matches("Subject: message ").count(), 2000);
+    assert_eq!(fetched.matches("Subject: message ").count(), 20_000);
+}
+
+/// Debian's getmail6: 2,000 messages kept (a second run finds nothing new: UIDLs are stable),
+/// then downloaded and deleted. (Running as root, getmail may only deliver through an
+/// external command, one process per message, so this uses fewer messages than fetchmail.)
+#[test]
+fn getmail_keep_then_delete() {
+    let dir = instance(&["joe"]);
+    deliver_many(dir.path(), "joe", 2_000);
+    let server = Server::start(dir.path(), &[]);
+    let mbox = dir.path().join("getmail.mbox");
+    std::fs::write(&mbox, b"").expect("mbox");
+    let gmdir = dir.path().join("getmail");
+    std::fs::create_dir_all(&gmdir).expect("getmail dir");
+    let run = |delete: bool, read_all: bool| -> String {
+        let rc = gmdir.join("getmailrc");
+        std::fs::write(
+            &rc,
+            format!(
+                "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\nusername = joe\npassword = pw\n\n[destination]\ntype = MDA_external\npath = /bin/sh\narguments = (\"-c\", \"cat >> {mbox}\")\nallow_root_commands = true\n\n[options]\ndelete = {delete}\nread_all = {read_all}\nverbose = 1\n",
+                port = server.addr.port(),
+                mbox = mbox.display(),
+            ),
+        )
+        .expect("rc");
+        let out = Command::new("getmail")
+            .arg(format!("--rcfile={}", rc.display()))
+            .arg(format!("--getmaildir={}", gmdir.display()))
+            .output()
+            .expect("getmail6 is installed (scripts/test.sh installs it)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: String = text
+            .lines()
+            .filter(|l| !l.ends_with(") delivered"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            out.status.success(),
+            "getmail exited {:?}: {tail}",
+            out.status.code()
+        );
+        text
+    };
+    let first = run(false, false);
+    assert!(first.contains("2000 messages"), "{first}");
+    assert_eq!(
+        std::fs::read_to_string(&mbox)
+            .expect("mbox")
+            .matches("Subject: message ")
+            .count(),
+        2_000
+    );
+    assert_eq!(inbox_count(dir.path(), "joe"), 2_000);
+    let second = run(false, false);
+    assert!(
+        second.contains("0 messages"),
+        "nothing new the second time: {second}"
+    );
+    let third = run(true, true);
+    assert!(third.contains("2000 messages"), "{third}");
+    assert_eq!(inbox_count(dir.path(), "joe"), 0);
+}
+
+/// RETR marks a message \Seen at a clean QUIT, so an IMAP client shows it read; TOP does not,
+/// and a dropped connection changes nothing.
+#[test]
+fn retr_marks_seen_at_quit_only() {
+    let dir = instance(&["joe"]);
+    deliver(dir.path(), "joe", &[msg(1), msg(2), msg(3)]);
+    let server = Server::start(dir.path(), &[]);
+    server.python(
+        dir.path(),
+        r#"
+p = login()
+p.retr(1)
+p.sock.close()
+time.sleep(0.3)
+p = login()
+p.retr(2)
+p.top(3, 0)
+p.quit()
+"#,
+    );
+    let seen = rt().block_on(async {
+        let c = store_client::StoreClient::open(dir.path())
+            .await
+            .expect("open");
+        let s = c.session_for("joe").await.expect("session");
+        let f = s.select("INBOX", true).await.expect("select");
+        let uids = f.uids().to_vec();
+        f.fetch_meta(&uids)
+            .await
+            .expect("fetch")
+            .into_iter()
+            .map(|m| m.flags.is_seen())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(seen, [false, true, false]);
 }
