@@ -353,6 +353,12 @@ pub static PARAMS: &[ParamSpec] = &[
         "1 = accept plaintext passwords on connections without TLS.",
     ),
     p(
+        "local.service.pop.exclusive",
+        Kind::Bool,
+        "0",
+        "1 = refuse a second POP session on the same maildrop with -ERR [IN-USE].",
+    ),
+    p(
         "service.imap.enable",
         Kind::Bool,
         "1",
@@ -565,6 +571,7 @@ pub mod names {
     pub const SERVER_GID: &str = "local.servergid";
     pub const LISTEN_ADDR: &str = "service.listenaddr";
     pub const ALLOW_PLAINTEXT_AUTH: &str = "service.allowplaintextauth";
+    pub const POP_EXCLUSIVE: &str = "local.service.pop.exclusive";
     pub const IMAP_ENABLE: &str = "service.imap.enable";
     pub const IMAP_PORT: &str = "service.imap.port";
     pub const IMAP_ENABLE_SSL_PORT: &str = "service.imap.enablesslport";

@@ -31,7 +31,8 @@ struct Args {
     /// TCP address to listen on.
     #[arg(long, default_value = "127.0.0.1:110")]
     listen: String,
-    /// Refuse a second session on a maildrop already in use with -ERR [IN-USE].
+    /// Refuse a second session on a maildrop already in use with -ERR [IN-USE]
+    /// (also local.service.pop.exclusive = 1 in msg.conf).
     #[arg(long)]
     exclusive: bool,
     /// Seconds allowed before login.
@@ -108,7 +109,7 @@ async fn run(args: Args, root: PathBuf, service: &service_runtime::Runtime) -> a
     let banner = config.get_str("service.pop.banner");
     let mut settings = PopSettings {
         allow_plaintext_auth: config.get_bool("service.allowplaintextauth"),
-        exclusive: args.exclusive,
+        exclusive: args.exclusive || config.get_bool("local.service.pop.exclusive"),
         login_timeout: Duration::from_secs(args.login_timeout.max(1)),
         idle_timeout: Duration::from_secs(idle_timeout.max(1)),
         auth_fail_delay: Duration::from_millis(args.auth_fail_delay_ms),

@@ -552,7 +552,13 @@ fn imap_side_expunge_during_a_session() {
 #[test]
 fn exclusive_maildrop_and_failed_login_limit() {
     let dir = instance(&["joe", "ann"]);
-    let server = Server::start(dir.path(), &["--exclusive"]);
+    // The configutil parameter (the --exclusive flag does the same).
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "local.service.pop.exclusive = 1\n",
+    )
+    .expect("msg.conf");
+    let server = Server::start(dir.path(), &[]);
     server.python(
         dir.path(),
         r#"
@@ -580,7 +586,12 @@ check(r == "-ERR [AUTH] too many failures", r)
 p.quit()
 "#,
     );
-    // Without --exclusive a second session is allowed.
+    // Without the parameter a second session is allowed.
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "local.service.pop.exclusive = 0\n",
+    )
+    .expect("msg.conf");
     let server = Server::start(dir.path(), &[]);
     server.python(
         dir.path(),
@@ -711,30 +722,35 @@ fn fetchmail_keep_then_delete() {
     assert_eq!(fetched.matches("Subject: message ").count(), 20_000);
 }
 
-/// Debian's getmail6: 2,000 messages kept (a second run finds nothing new: UIDLs are stable),
-/// then downloaded and deleted. (Running as root, getmail may only deliver through an
-/// external command, one process per message, so this uses fewer messages than fetchmail.)
+/// Debian's getmail6: 10,000 messages kept (a second run finds nothing new: UIDLs are
+/// stable), then downloaded and deleted. getmail refuses to deliver into files as root, so
+/// it runs as `nobody` (util-linux's runuser) with its files in a directory nobody owns.
 #[test]
 fn getmail_keep_then_delete() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = instance(&["joe"]);
-    deliver_many(dir.path(), "joe", 2_000);
+    deliver_many(dir.path(), "joe", 10_000);
     let server = Server::start(dir.path(), &[]);
-    let mbox = dir.path().join("getmail.mbox");
+    let gm = tempfile::tempdir().expect("getmail dir");
+    std::fs::set_permissions(gm.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let gmdir = gm.path().to_path_buf();
+    let mbox = gmdir.join("getmail.mbox");
     std::fs::write(&mbox, b"").expect("mbox");
-    let gmdir = dir.path().join("getmail");
-    std::fs::create_dir_all(&gmdir).expect("getmail dir");
+    std::fs::set_permissions(&mbox, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let run = |delete: bool, read_all: bool| -> String {
         let rc = gmdir.join("getmailrc");
         std::fs::write(
             &rc,
             format!(
-                "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\nusername = joe\npassword = pw\n\n[destination]\ntype = MDA_external\npath = /bin/sh\narguments = (\"-c\", \"cat >> {mbox}\")\nallow_root_commands = true\n\n[options]\ndelete = {delete}\nread_all = {read_all}\nverbose = 1\n",
+                "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\nusername = joe\npassword = pw\n\n[destination]\ntype = Mboxrd\npath = {mbox}\n\n[options]\ndelete = {delete}\nread_all = {read_all}\nverbose = 1\n",
                 port = server.addr.port(),
                 mbox = mbox.display(),
             ),
         )
         .expect("rc");
-        let out = Command::new("getmail")
+        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", "getmail"])
             .arg(format!("--rcfile={}", rc.display()))
             .arg(format!("--getmaildir={}", gmdir.display()))
             .output()
@@ -757,22 +773,22 @@ fn getmail_keep_then_delete() {
         text
     };
     let first = run(false, false);
-    assert!(first.contains("2000 messages"), "{first}");
+    assert!(first.contains("10000 messages"), "{first}");
     assert_eq!(
         std::fs::read_to_string(&mbox)
             .expect("mbox")
             .matches("Subject: message ")
             .count(),
-        2_000
+        10_000
     );
-    assert_eq!(inbox_count(dir.path(), "joe"), 2_000);
+    assert_eq!(inbox_count(dir.path(), "joe"), 10_000);
     let second = run(false, false);
     assert!(
         second.contains("0 messages"),
         "nothing new the second time: {second}"
     );
     let third = run(true, true);
-    assert!(third.contains("2000 messages"), "{third}");
+    assert!(third.contains("10000 messages"), "{third}");
     assert_eq!(inbox_count(dir.path(), "joe"), 0);
 }
 
