@@ -22,9 +22,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-/// Environment variable naming the instance root (as the admin commands use it).
-const ROOT_ENV: &str = "MSG_ROOT";
-
 #[derive(Parser, Debug)]
 #[command(
     name = "lmtpd",
@@ -54,11 +51,6 @@ struct Args {
     shutdown_grace: u64,
 }
 
-fn instance_root(cli: Option<PathBuf>) -> PathBuf {
-    cli.or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("msg"))
-}
-
 fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -70,37 +62,10 @@ fn system_hostname() -> String {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let root = instance_root(args.root.clone());
-    // Configuration, the seed-format log in data/log/lmtp and the descriptor check.
-    let service = match service_runtime::start("lmtp", &root) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lmtpd: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("lmtpd: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(run(args, root, &service));
-    if let Err(e) = &result {
-        tracing::error!("{e:#}");
-    }
-    service.flush_log(Duration::from_secs(2));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lmtpd: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let root = service_runtime::instance_root(args.root.clone());
+    service_runtime::run_main("lmtp", &root.clone(), move |service| {
+        run(args, root, service)
+    })
 }
 
 /// At the session cap: the protocol's own "too busy" answer, then close.
@@ -124,7 +89,11 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: Args, root: PathBuf, service: &service_runtime::Runtime) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    root: PathBuf,
+    service: std::sync::Arc<service_runtime::Runtime>,
+) -> anyhow::Result<()> {
     let max_message_size = args.max_message_size.unwrap_or_else(|| {
         service
             .config()

@@ -19,9 +19,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-/// Environment variable naming the instance root (as the admin commands use it).
-const ROOT_ENV: &str = "MSG_ROOT";
-
 #[derive(Parser, Debug)]
 #[command(name = "popd", about = "POP3 access to the message store (RFC 1939)")]
 struct Args {
@@ -52,43 +49,12 @@ struct Args {
     shutdown_grace: u64,
 }
 
-fn instance_root(cli: Option<PathBuf>) -> PathBuf {
-    cli.or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("msg"))
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let root = instance_root(args.root.clone());
-    let service = match service_runtime::start("pop", &root) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("popd: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("popd: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(run(args, root, &service));
-    if let Err(e) = &result {
-        tracing::error!("{e:#}");
-    }
-    service.flush_log(Duration::from_secs(2));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("popd: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let root = service_runtime::instance_root(args.root.clone());
+    service_runtime::run_main("pop", &root.clone(), move |service| {
+        run(args, root, service)
+    })
 }
 
 /// At the session cap: POP3's "try later" answer, then close.
@@ -101,7 +67,11 @@ async fn busy<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     let _ = stream.shutdown().await;
 }
 
-async fn run(args: Args, root: PathBuf, service: &service_runtime::Runtime) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    root: PathBuf,
+    service: std::sync::Arc<service_runtime::Runtime>,
+) -> anyhow::Result<()> {
     let config = service.config();
     let idle_timeout = args.idle_timeout.unwrap_or_else(|| {
         u64::try_from(config.get_int("service.pop.idletimeout")).unwrap_or(10) * 60

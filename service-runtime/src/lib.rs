@@ -231,3 +231,57 @@ impl Runtime {
         left
     }
 }
+
+/// Environment variable naming the instance root, as every command reads it.
+pub const ROOT_ENV: &str = "MSG_ROOT";
+
+/// The instance root: `--root`, else `$MSG_ROOT`, else `./msg`.
+pub fn instance_root(cli: Option<PathBuf>) -> PathBuf {
+    cli.or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("msg"))
+}
+
+/// A service's `main`: start `service` under `root` (configuration, log, descriptor check),
+/// run `body` on a multi-threaded tokio runtime, flush the log, and turn the outcome into
+/// the exit status. Failures go to stderr and, once the log is open, to the log.
+pub fn run_main<F, Fut, E>(service: &str, root: &Path, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(std::sync::Arc<Runtime>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let process = Service::named(service)
+        .map(|s| s.name().to_owned())
+        .unwrap_or_else(|_| service.to_owned());
+    let runtime = match start(service, root) {
+        Ok(r) => std::sync::Arc::new(r),
+        Err(e) => {
+            eprintln!("{process}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            runtime.flush_log(Duration::from_secs(2));
+            eprintln!("{process}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = tokio.block_on(body(runtime.clone()));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    runtime.flush_log(Duration::from_secs(2));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{process}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
