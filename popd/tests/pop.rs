@@ -668,10 +668,15 @@ fn session_cap_login_timeout_and_sigterm() {
     }
 }
 
+/// The two 10,000-message client tests run one after the other: together they would starve
+/// each other (and getmail's own timing, below) on a two-core machine.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Debian's fetchmail (scripts/test.sh installs it): 10,000 messages in keep mode, then in
 /// delete mode.
 #[test]
 fn fetchmail_keep_then_delete() {
+    let _one_at_a_time = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let installed = Command::new("fetchmail").arg("--version").output().is_ok();
     assert!(
         installed,
@@ -728,6 +733,7 @@ fn fetchmail_keep_then_delete() {
 #[test]
 fn getmail_keep_then_delete() {
     use std::os::unix::fs::PermissionsExt;
+    let _one_at_a_time = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let dir = instance(&["joe"]);
     deliver_many(dir.path(), "joe", 10_000);
     let server = Server::start(dir.path(), &[]);
@@ -737,7 +743,7 @@ fn getmail_keep_then_delete() {
     let mbox = gmdir.join("getmail.mbox");
     std::fs::write(&mbox, b"").expect("mbox");
     std::fs::set_permissions(&mbox, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let run = |delete: bool, read_all: bool| -> String {
+    let run_once = |delete: bool, read_all: bool| -> (bool, String) {
         let rc = gmdir.join("getmailrc");
         std::fs::write(
             &rc,
@@ -760,27 +766,41 @@ fn getmail_keep_then_delete() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let tail: String = text
+        (out.status.success(), text)
+    };
+    // getmail 6.18 loses a child's exit notification now and then (its SIGCHLD handler can
+    // notify before `_wait_for_child` waits, baseclasses.py), then gives up after 60 s with
+    // "waiting child pid N timed out". Only that failure is retried; the checks below count
+    // distinct messages, so a retried download cannot hide a missing or extra one.
+    let run = |delete: bool, read_all: bool| -> String {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (ok, text) = run_once(delete, read_all);
+            if ok {
+                return text;
+            }
+            let getmail_race = text.contains("waiting child pid") && text.contains("timed out");
+            let tail: String = text
+                .lines()
+                .filter(|l| !l.ends_with(") delivered"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(getmail_race, "getmail failed: {tail}");
+            last = tail;
+        }
+        panic!("getmail failed three times: {last}");
+    };
+    let distinct = || -> usize {
+        let text = std::fs::read_to_string(&mbox).expect("mbox");
+        let set: std::collections::HashSet<&str> = text
             .lines()
-            .filter(|l| !l.ends_with(") delivered"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(
-            out.status.success(),
-            "getmail exited {:?}: {tail}",
-            out.status.code()
-        );
-        text
+            .filter(|l| l.starts_with("Subject: message "))
+            .collect();
+        set.len()
     };
     let first = run(false, false);
-    assert!(first.contains("10000 messages"), "{first}");
-    assert_eq!(
-        std::fs::read_to_string(&mbox)
-            .expect("mbox")
-            .matches("Subject: message ")
-            .count(),
-        10_000
-    );
+    assert!(first.contains(" messages ("), "{first}");
+    assert_eq!(distinct(), 10_000);
     assert_eq!(inbox_count(dir.path(), "joe"), 10_000);
     let second = run(false, false);
     assert!(
@@ -788,7 +808,7 @@ fn getmail_keep_then_delete() {
         "nothing new the second time: {second}"
     );
     let third = run(true, true);
-    assert!(third.contains("10000 messages"), "{third}");
+    assert!(third.contains(" messages ("), "{third}");
     assert_eq!(inbox_count(dir.path(), "joe"), 0);
 }
 
