@@ -588,42 +588,8 @@ fn rebuild(
     };
     recount(&mut h, &records);
 
-    let mut idx = Vec::with_capacity(index::record_offset(records.len() as u64) as usize);
-    idx.extend_from_slice(&h.encode());
-    for k in 0..index::KEYWORD_SLOTS {
-        idx.extend_from_slice(&index::encode_keyword(
-            keywords.get(k).map(String::as_str).unwrap_or(""),
-        ));
-    }
-    for r in &records {
-        idx.extend_from_slice(&r.encode());
-    }
-    let mut jnl = JournalHeader {
-        uidvalidity,
-        generation: h.generation,
-    }
-    .encode()
-    .to_vec();
-    for (slot, k) in keywords.iter().enumerate() {
-        if !k.is_empty() {
-            Entry::Keyword {
-                slot: slot as u8,
-                name: k.clone(),
-            }
-            .encode_into(&mut jnl);
-        }
-    }
-    for r in &records {
-        if r.flags != 0 || r.keywords != 0 {
-            Entry::Flags {
-                uid: r.uid,
-                flags: r.flags,
-                modseq: r.modseq,
-                keywords: r.keywords,
-            }
-            .encode_into(&mut jnl);
-        }
-    }
+    let idx = index::encode_file(&h, &keywords, &records);
+    let mut jnl = journal::snapshot(uidvalidity, h.generation, &keywords, &records);
     let mut exp_text = String::new();
     for (uid, time, f, k, m) in &new_exp {
         exp_text.push_str(&format!("{uid} {time}\n"));

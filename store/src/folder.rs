@@ -1254,42 +1254,8 @@ impl Writer<'_> {
         let mut h = self.state.header;
         h.generation += 1;
         recount(&mut h, &live);
-        let mut buf = Vec::with_capacity(index::record_offset(live.len() as u64) as usize);
-        buf.extend_from_slice(&h.encode());
-        for k in 0..index::KEYWORD_SLOTS {
-            buf.extend_from_slice(&index::encode_keyword(
-                self.state.keywords.get(k).map(String::as_str).unwrap_or(""),
-            ));
-        }
-        for r in &live {
-            buf.extend_from_slice(&r.encode());
-        }
-        // New journal: one entry per keyword and per message with flags.
-        let jh = JournalHeader {
-            uidvalidity: h.uidvalidity,
-            generation: h.generation,
-        };
-        let mut jbuf = jh.encode().to_vec();
-        for (slot, k) in self.state.keywords.iter().enumerate() {
-            if !k.is_empty() {
-                Entry::Keyword {
-                    slot: slot as u8,
-                    name: k.clone(),
-                }
-                .encode_into(&mut jbuf);
-            }
-        }
-        for r in &live {
-            if r.flags != 0 || r.keywords != 0 {
-                Entry::Flags {
-                    uid: r.uid,
-                    flags: r.flags,
-                    modseq: r.modseq,
-                    keywords: r.keywords,
-                }
-                .encode_into(&mut jbuf);
-            }
-        }
+        let buf = index::encode_file(&h, &self.state.keywords, &live);
+        let jbuf = journal::snapshot(h.uidvalidity, h.generation, &self.state.keywords, &live);
         fsutil::write_atomic(&self.files.path(JNL), &jbuf)
             .ctx(|| format!("compacting journal of {}", self.name))?;
         fsutil::write_atomic(&self.files.path(IDX), &buf)

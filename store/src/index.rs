@@ -243,6 +243,21 @@ pub fn decode_keywords(b: &[u8], name: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A whole store.idx image: header, keyword table, records (compaction and rebuilds).
+pub fn encode_file(header: &Header, keywords: &[String], records: &[Record]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(record_offset(records.len() as u64) as usize);
+    buf.extend_from_slice(&header.encode());
+    for k in 0..KEYWORD_SLOTS {
+        buf.extend_from_slice(&encode_keyword(
+            keywords.get(k).map(String::as_str).unwrap_or(""),
+        ));
+    }
+    for r in records {
+        buf.extend_from_slice(&r.encode());
+    }
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

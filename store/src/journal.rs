@@ -93,6 +93,43 @@ impl Entry {
     }
 }
 
+/// A journal holding only the current state: one entry per keyword and per message with
+/// flags (compaction and rebuilds).
+pub fn snapshot(
+    uidvalidity: u32,
+    generation: u64,
+    keywords: &[String],
+    records: &[crate::index::Record],
+) -> Vec<u8> {
+    let mut buf = JournalHeader {
+        uidvalidity,
+        generation,
+    }
+    .encode()
+    .to_vec();
+    for (slot, k) in keywords.iter().enumerate() {
+        if !k.is_empty() {
+            Entry::Keyword {
+                slot: slot as u8,
+                name: k.clone(),
+            }
+            .encode_into(&mut buf);
+        }
+    }
+    for r in records {
+        if r.flags != 0 || r.keywords != 0 {
+            Entry::Flags {
+                uid: r.uid,
+                flags: r.flags,
+                modseq: r.modseq,
+                keywords: r.keywords,
+            }
+            .encode_into(&mut buf);
+        }
+    }
+    buf
+}
+
 /// Decode entries from `buf` (which starts at an entry boundary). Returns the entries and how
 /// many bytes they took; decoding stops at the first incomplete or damaged entry.
 pub fn decode_entries(buf: &[u8]) -> (Vec<Entry>, usize, bool) {
