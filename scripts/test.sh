@@ -32,6 +32,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# Python client libraries from PyPI (imapclient, jmapc, ...) go into a virtual environment of
+# the test run's own; tests run it through $MSG_TEST_PYTHON.
+if [ -s tests/python-requirements.txt ]; then
+    if [ ! -x target/pyenv/bin/python3 ]; then
+        mkdir -p target
+        python3 -m venv --system-site-packages target/pyenv
+    fi
+    if ! target/pyenv/bin/python3 -m pip install -q --disable-pip-version-check -r tests/python-requirements.txt; then
+        echo "test.sh: pip could not install tests/python-requirements.txt" >&2
+        exit 1
+    fi
+    export MSG_TEST_PYTHON="$PWD/target/pyenv/bin/python3"
+fi
+
 if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: warning: not root; the full-disk test (it mounts a small tmpfs) will fail" >&2
 fi
