@@ -79,6 +79,11 @@ pub struct PopContext {
 }
 
 impl PopContext {
+    /// Whether a certificate is loaded (STLS and implicit TLS can be served).
+    pub fn tls_available(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Open the store of the instance at `root`. `tls` enables STLS.
     pub async fn open(
         root: impl AsRef<Path>,
@@ -245,13 +250,43 @@ pub async fn serve_connection<S>(stream: S, peer: SocketAddr, ctx: Arc<PopContex
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    run_session(Box::new(stream), peer, ctx, false).await;
+}
+
+/// Serve one POP3 session over implicit TLS (port 995, RFC 8314): the TLS handshake comes
+/// first, bounded by the login timeout, then the session runs as if STLS had succeeded.
+pub async fn serve_tls_connection<S>(stream: S, peer: SocketAddr, ctx: Arc<PopContext>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = ctx.tls.clone() else {
+        warn!("implicit TLS connection from {peer} but no certificate is configured");
+        return;
+    };
+    let accepted =
+        tokio::time::timeout(ctx.settings.login_timeout, tls.acceptor().accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            info!("TLS negotiation with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            info!("TLS negotiation with {peer} timed out");
+            return;
+        }
+    };
+    run_session(Box::new(stream), peer, ctx, true).await;
+}
+
+async fn run_session(io: Box<dyn Io>, peer: SocketAddr, ctx: Arc<PopContext>, tls_active: bool) {
     let mut conn = Conn {
-        io: Box::new(stream),
+        io,
         inbuf: Vec::with_capacity(1024),
         discarding: false,
         out: Vec::new(),
         capture: None,
-        tls_active: false,
+        tls_active,
         peer,
         ctx,
     };

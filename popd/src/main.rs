@@ -1,7 +1,10 @@
 //! popd: the POP3 server.
 //!
-//! `popd --root DIR [--listen 127.0.0.1:110]` serves POP3 on TCP, prints
-//! `listening on <addr>` on stdout, and stops on SIGTERM (or SIGINT). It starts through
+//! `popd --root DIR [--listen ADDR] [--listen-tls ADDR]` serves POP3 on TCP, prints
+//! `listening on <addr>` on stdout (and `listening on <addr> (TLS)` for the implicit-TLS
+//! port), and stops on SIGTERM (or SIGINT). Without `--listen` it listens on
+//! `service.listenaddr`:`service.pop.port`; without `--listen-tls`, implicit TLS (RFC 8314)
+//! is served on `service.pop.sslport` when `service.pop.enablesslport` is 1. It starts through
 //! `service-runtime`: `config/msg.conf` is validated, the log goes to `data/log/pop` in the
 //! seed's format, the descriptor check sets how many sessions it serves at once
 //! (`service.pop.sessionsperprocess`); past that a client gets
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use popd::{serve_connection, PopContext, PopSettings};
+use popd::{serve_connection, serve_tls_connection, PopContext, PopSettings};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
@@ -25,9 +28,13 @@ struct Args {
     /// Instance root (default: $MSG_ROOT, else ./msg).
     #[arg(long)]
     root: Option<PathBuf>,
-    /// TCP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:110")]
-    listen: String,
+    /// TCP address to listen on (default: service.listenaddr and service.pop.port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// TCP address for POP3 over implicit TLS (default: service.pop.sslport when
+    /// service.pop.enablesslport is 1, else none).
+    #[arg(long)]
+    listen_tls: Option<String>,
     /// Refuse a second session on a maildrop already in use with -ERR [IN-USE]
     /// (also local.service.pop.exclusive = 1 in msg.conf).
     #[arg(long)]
@@ -55,6 +62,30 @@ fn main() -> std::process::ExitCode {
     service_runtime::run_main("pop", &root.clone(), move |service| {
         run(args, root, service)
     })
+}
+
+/// A port number parameter (validated as a port by msgconf).
+fn port_of(config: &msgconf::Config, name: &str) -> u16 {
+    u16::try_from(config.get_int(name)).unwrap_or(0)
+}
+
+/// Tells whoever started us (start-msg, a test) where we listen.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        warn!("cannot write to stdout: {e}");
+    }
+}
+
+/// Accepts on the implicit-TLS listener, or waits forever when there is none.
+async fn accept_tls(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// At the session cap: POP3's "try later" answer, then close.
@@ -103,17 +134,41 @@ async fn run(
     );
     let limiter = service.limiter().clone();
 
-    let tcp = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let local = tcp.local_addr().context("listener address")?;
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "listening on {local}").and_then(|()| out.flush()) {
-            warn!("cannot write to stdout: {e}");
+    let listen = match &args.listen {
+        Some(a) => a.clone(),
+        None => {
+            service_runtime::listen_addr(config, port_of(config, "service.pop.port")).to_string()
         }
+    };
+    let listen_tls = match &args.listen_tls {
+        Some(a) => Some(a.clone()),
+        None if config.get_bool("service.pop.enablesslport") => Some(
+            service_runtime::listen_addr(config, port_of(config, "service.pop.sslport"))
+                .to_string(),
+        ),
+        None => None,
+    };
+    if listen_tls.is_some() && !ctx.tls_available() {
+        anyhow::bail!("implicit TLS port configured but no usable certificate (see the log)");
     }
+    let tcp = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = tcp.local_addr().context("listener address")?;
+    announce(&format!("listening on {local}"));
+    let tls_listener = match &listen_tls {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (TLS)"))?;
+            announce(&format!(
+                "listening on {} (TLS)",
+                l.local_addr().context("listener address")?
+            ));
+            Some(l)
+        }
+        None => None,
+    };
     info!(%local, root = %root.display(), "popd started");
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -144,10 +199,33 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            r = accept_tls(tls_listener.as_ref()) => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    // The cap is checked before the handshake, so a flood of TLS connections
+                    // cannot hold more than the sessions allowed; the refused ones are closed
+                    // without a reply, as POP3 has no way to speak before TLS is up.
+                    match limiter.try_acquire() {
+                        Some(permit) => {
+                            let ctx = ctx.clone();
+                            sessions.spawn(async move {
+                                serve_tls_connection(stream, peer, ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        None => warn!("session limit reached: TLS connection from {peer} refused"),
+                    }
+                }
+                Err(e) => {
+                    warn!("accept (TLS): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
     drop(tcp);
+    drop(tls_listener);
     let grace = Duration::from_secs(args.shutdown_grace);
     let drained = tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}

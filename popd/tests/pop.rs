@@ -414,6 +414,49 @@ p.quit()
     server.python(dir.path(), script);
 }
 
+/// RFC 8314: POP3 over implicit TLS on its own port (995 by default), next to the plain port.
+#[test]
+fn implicit_tls_port_rfc8314() {
+    let dir = instance(&["joe"]);
+    deliver(dir.path(), "joe", &[msg(1)]);
+    let mut server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
+    let mut line = String::new();
+    server
+        ._stdout
+        .read_line(&mut line)
+        .expect("TLS listening line");
+    let tls_addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|l| l.strip_suffix(" (TLS)"))
+        .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+        .parse()
+        .expect("TLS address");
+    let script = format!(
+        r#"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3_SSL(host, {tls_port}, context=ctx, timeout=30)
+check(p.getwelcome().startswith(b"+OK"), p.getwelcome())
+check("STLS" not in p.capa(), "STLS offered on the implicit-TLS port")
+p.user("joe")
+p.pass_("pw")
+resp, lines, _ = p.retr(1)
+check(lines[2] == b"Subject: message 1", lines)
+p.quit()
+# A client that speaks plaintext to the TLS port gets no POP3 greeting and is closed.
+s = socket.create_connection((host, {tls_port}), timeout=30)
+s.sendall(b"USER joe\r\n")
+data = s.recv(100)
+check(not data.startswith(b"+OK"), data)
+s.close()
+"#,
+        tls_port = tls_addr.port()
+    );
+    server.python(dir.path(), &script);
+}
+
 #[test]
 fn telemetry_capture_redacts_and_stops_when_removed() {
     let dir = instance(&["joe"]);
