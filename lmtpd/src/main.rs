@@ -107,12 +107,6 @@ async fn run(
         ..Limits::default()
     };
     let host = args.hostname.unwrap_or_else(system_hostname);
-    let ctx = Arc::new(
-        LmtpContext::open(&root, host, limits)
-            .await
-            .with_context(|| format!("instance {}", root.display()))?,
-    );
-
     let tcp = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -127,6 +121,13 @@ async fn run(
         }
         None => None,
     };
+    // Ports are bound: give up root before the store is opened or a client is heard.
+    service.drop_privileges()?;
+    let ctx = Arc::new(
+        LmtpContext::open(&root, host, limits)
+            .await
+            .with_context(|| format!("instance {}", root.display()))?,
+    );
     // The address goes to stdout for whoever started us (tests bind port 0); a closed
     // stdout is no reason not to serve.
     {

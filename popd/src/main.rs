@@ -127,12 +127,6 @@ async fn run(
             None
         }
     };
-    let ctx = Arc::new(
-        PopContext::open(&root, settings, tls)
-            .await
-            .with_context(|| format!("instance {}", root.display()))?,
-    );
-    let limiter = service.limiter().clone();
 
     let listen = match &args.listen {
         Some(a) => a.clone(),
@@ -148,27 +142,36 @@ async fn run(
         ),
         None => None,
     };
-    if listen_tls.is_some() && !ctx.tls_available() {
+    if listen_tls.is_some() && tls.is_none() {
         anyhow::bail!("implicit TLS port configured but no usable certificate (see the log)");
     }
     let tcp = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = tcp.local_addr().context("listener address")?;
-    announce(&format!("listening on {local}"));
     let tls_listener = match &listen_tls {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
+        Some(addr) => Some(
+            TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("listening on {addr} (TLS)"))?;
-            announce(&format!(
-                "listening on {} (TLS)",
-                l.local_addr().context("listener address")?
-            ));
-            Some(l)
-        }
+                .with_context(|| format!("listening on {addr} (TLS)"))?,
+        ),
         None => None,
     };
+    // Ports are bound: give up root before the store is opened or a client is heard.
+    service.drop_privileges()?;
+    let ctx = Arc::new(
+        PopContext::open(&root, settings, tls)
+            .await
+            .with_context(|| format!("instance {}", root.display()))?,
+    );
+    let limiter = service.limiter().clone();
+    announce(&format!("listening on {local}"));
+    if let Some(l) = &tls_listener {
+        announce(&format!(
+            "listening on {} (TLS)",
+            l.local_addr().context("listener address")?
+        ));
+    }
     info!(%local, root = %root.display(), "popd started");
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -221,6 +221,75 @@ impl Runtime {
         self.log.flush(timeout)
     }
 
+    /// Switches to the unprivileged server user after the ports are bound and before any
+    /// client byte is read (or the store is opened, so every file it creates belongs to that
+    /// user). Running as root with `local.serveruid` or `local.servergid` set in msg.conf, it
+    /// switches to them: a name the name service does not know stops startup with the seed's
+    /// "Fatal error: Cannot find group in name service" (or user), and so does a store
+    /// (`data/store`) that the server user does not own (it could not write it). `data/` and
+    /// the log directory, when root made them, are handed to that user so it can create the
+    /// store and rotate its log. Running as root with neither
+    /// set, it keeps running as root and says so at Warning: an instance made by root for a
+    /// quick start must not become unreadable to its own server. Not root: nothing to do.
+    pub fn drop_privileges(&self) -> Result<Privileges, PrivilegeError> {
+        use msgconf::registry::names;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return privs::drop_privileges(&self.config);
+        }
+        if !self.config.is_set(names::SERVER_UID) && !self.config.is_set(names::SERVER_GID) {
+            tracing::warn!(
+                "running as root: set {} and {} in msg.conf to run as an unprivileged user",
+                names::SERVER_UID,
+                names::SERVER_GID
+            );
+            return Ok(Privileges::NotRoot { uid: 0 });
+        }
+        let user = self.config.get_str(names::SERVER_UID);
+        let group = self.config.get_str(names::SERVER_GID);
+        let (Some(uid), Some(gid)) = (privs::lookup_user(&user), privs::lookup_group(&group))
+        else {
+            // Let the shared path report which name is unknown, in the seed's words.
+            return privs::drop_privileges(&self.config);
+        };
+        let data = self.root.join("data");
+        let store = data.join("store");
+        if let Ok(meta) = std::fs::metadata(&store) {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != uid {
+                let e = PrivilegeError::NotOwner {
+                    path: store,
+                    owner: meta.uid(),
+                    user,
+                    group,
+                };
+                tracing::error!(severity = "Critical", "{e}");
+                return Err(e);
+            }
+        }
+        // data/ and the log directory may have just been made by this process, as root; the
+        // server user must be able to create the store and rotate its log in them.
+        let log_file = self.log.path().to_path_buf();
+        let mut mine: Vec<&Path> = vec![&data, &log_file];
+        mine.extend(
+            log_file
+                .ancestors()
+                .skip(1)
+                .take_while(|p| p.starts_with(&data)),
+        );
+        for path in mine {
+            let root_owned = std::fs::symlink_metadata(path)
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+                .unwrap_or(false);
+            if root_owned {
+                if let Err(e) = privs::chown(path, uid, gid) {
+                    tracing::warn!("cannot give {} to {user}: {e}", path.display());
+                }
+            }
+        }
+        privs::drop_privileges(&self.config)
+    }
+
     /// Waits, at most `timeout`, for every session to end. Returns the
     /// number still running (0 when all ended).
     pub async fn wait_sessions(&self, timeout: Duration) -> u64 {

@@ -23,6 +23,22 @@ pub enum PrivilegeError {
         /// The user name configured.
         user: String,
     },
+    /// The store belongs to someone else than the server user.
+    #[error(
+        "Fatal error: the store {} is owned by uid {owner}, not by {user}: run chown -R {user}:{group} {}",
+        path.display(),
+        path.display()
+    )]
+    NotOwner {
+        /// The instance's data directory.
+        path: std::path::PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// `local.serveruid`.
+        user: String,
+        /// `local.servergid`.
+        group: String,
+    },
     /// A system call failed.
     #[error("Fatal error: cannot {action}: {source}")]
     System {
@@ -40,7 +56,7 @@ impl PrivilegeError {
         match self {
             PrivilegeError::NoGroup { group } => Some(format!("{} = {group:?}", names::SERVER_GID)),
             PrivilegeError::NoUser { user } => Some(format!("{} = {user:?}", names::SERVER_UID)),
-            PrivilegeError::System { .. } => None,
+            PrivilegeError::System { .. } | PrivilegeError::NotOwner { .. } => None,
         }
     }
 }
@@ -116,6 +132,11 @@ pub fn drop_privileges_to(user: &str, group: &str) -> Result<Privileges, Privile
         return Err(sys(format!("setuid({uid})")));
     }
     Ok(Privileges::Dropped { uid, gid })
+}
+
+/// Changes the owner of `path` (not following a symbolic link).
+pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
 fn numeric(name: &str) -> Option<u32> {
