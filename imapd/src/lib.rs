@@ -1,5 +1,153 @@
-//! imapd: the IMAP4rev1/IMAP4rev2 front end.
+//! imapd: the IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051) server of the suite, over
+//! `store-client`.
 //!
-//! This crate will hold the IMAP session logic (issue 4) on top of `store-client`; the
-//! server binary is added with it. It is part of the workspace now so that the dependency
-//! direction (front end -> store-client, never front end -> front end) is fixed from the start.
+//! [`serve_connection`] runs one session over any async stream: our own driver reads one
+//! command at a time with its literals (bounded: a line over [`MAX_LINE`] or a literal over
+//! the limit is refused before it is read), `parse.rs` and `ext/` turn it into a
+//! [`parse::Command`], and `session.rs` carries it out against the store, announcing other
+//! sessions' changes (EXISTS, EXPUNGE or VANISHED, FETCH FLAGS) when IMAP allows. STARTTLS,
+//! COMPRESS=DEFLATE, IDLE and the failed-login delay live in the driver. The `imapd` binary
+//! (`src/main.rs`) is the TCP server started through `service-runtime`.
+
+pub mod encode;
+pub mod ext;
+pub mod order;
+pub mod parse;
+mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use store_client::{ClientError, StoreClient};
+
+pub use session::serve_connection;
+
+/// The name ID reports.
+pub const IMPLEMENTATION: &str = "msgsuite-imapd";
+
+/// Longest command line (without its literals) accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Largest literal outside APPEND (and before login).
+pub const MAX_SMALL_LITERAL: u64 = 64 * 1024;
+/// Largest command (lines and literals) outside APPEND.
+pub const MAX_COMMAND: usize = 1024 * 1024;
+
+/// Tunables of the IMAP service.
+#[derive(Debug, Clone)]
+pub struct ImapSettings {
+    /// `service.allowplaintextauth`: accept passwords without TLS from non-loopback peers.
+    pub allow_plaintext_auth: bool,
+    /// Time allowed before login.
+    pub login_timeout: Duration,
+    /// Idle time allowed after login (RFC 9051 5.4: at least 30 minutes).
+    pub idle_timeout: Duration,
+    /// Delay before the answer to a failed login.
+    pub auth_fail_delay: Duration,
+    /// Failed logins from one address within `auth_failure_window` before it is refused.
+    pub max_auth_failures: usize,
+    pub auth_failure_window: Duration,
+    /// Largest message APPEND accepts (`local.store.maxmessagesize`): APPENDLIMIT.
+    pub max_message_size: u64,
+    /// Text of the greeting after `* OK [CAPABILITY ...] `.
+    pub greeting: String,
+}
+
+impl Default for ImapSettings {
+    fn default() -> Self {
+        ImapSettings {
+            allow_plaintext_auth: false,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            auth_fail_delay: Duration::from_secs(1),
+            max_auth_failures: 10,
+            auth_failure_window: Duration::from_secs(600),
+            max_message_size: 50 * 1024 * 1024,
+            greeting: format!("{IMPLEMENTATION} IMAP4rev2 server ready"),
+        }
+    }
+}
+
+/// What every session of a process shares.
+pub struct ImapContext {
+    client: StoreClient,
+    root: PathBuf,
+    tls: Option<service_runtime::TlsConfig>,
+    settings: ImapSettings,
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl ImapContext {
+    /// Open the store of the instance at `root`. `tls` enables STARTTLS.
+    pub async fn open(
+        root: impl AsRef<Path>,
+        settings: ImapSettings,
+        tls: Option<service_runtime::TlsConfig>,
+    ) -> Result<ImapContext, ClientError> {
+        let root = root.as_ref().to_path_buf();
+        let client = StoreClient::open(&root).await?;
+        Ok(ImapContext {
+            client,
+            root,
+            tls,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &ImapSettings {
+        &self.settings
+    }
+
+    pub fn tls(&self) -> Option<&service_runtime::TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// Too many recent failures from this address?
+    fn locked_out(&self, ip: IpAddr) -> bool {
+        let window = self.settings.auth_failure_window;
+        let Ok(mut map) = self.failures.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match map.get_mut(&ip) {
+            Some(q) => {
+                while q.front().is_some_and(|t| now.duration_since(*t) > window) {
+                    q.pop_front();
+                }
+                let n = q.len();
+                if n == 0 {
+                    map.remove(&ip);
+                }
+                n >= self.settings.max_auth_failures
+            }
+            None => false,
+        }
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let window = self.settings.auth_failure_window;
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if map.len() > 10_000 {
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
+        }
+        let q = map.entry(ip).or_default();
+        q.push_back(now);
+        while q.len() > self.settings.max_auth_failures.max(1) {
+            q.pop_front();
+        }
+    }
+}
+
+/// Where a session came from (for the failed-login count and the loopback rule).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The connection is already TLS (the implicit-TLS port).
+    pub tls: bool,
+}

@@ -460,6 +460,23 @@ impl SelectedFolder {
         Ok(up)
     }
 
+    /// UIDs expunged from this folder with a modseq above `modseq` that the index still
+    /// records (QRESYNC `VANISHED (EARLIER)`, RFC 7162 3.2.5.1). Records of expunged messages
+    /// are kept until a compaction; the UIDs it dropped are not reported.
+    pub async fn vanished_since(&self, modseq: u64) -> Result<Vec<u32>> {
+        let (store, name) = (self.store(), self.name.clone());
+        blocking(move || {
+            Ok(store.with_state(&name, |s| {
+                Ok(s.msgs
+                    .iter()
+                    .filter(|m| m.is_expunged() && m.modseq > modseq)
+                    .map(|m| m.uid)
+                    .collect())
+            })?)
+        })
+        .await
+    }
+
     /// UIDs of the messages matching `key`, in UID order.
     pub async fn search(&self, key: &SearchKey) -> Result<Vec<u32>> {
         let (store, name) = (self.store(), self.name.clone());

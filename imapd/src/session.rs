@@ -1,0 +1,2494 @@
+//! One IMAP session: the driver (bounded command reading with literals, STARTTLS,
+//! COMPRESS=DEFLATE, IDLE) and the commands carried out against the store.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use store_client::{
+    ClientError, Flag, FlagOp, MessageMeta, MessageStructure, NumberSet, SearchKey, Secret,
+    SelectedFolder, Session, Update, Watcher,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::encode;
+use crate::ext::acl::{self, AclCommand};
+use crate::ext::esearch::{self, compact_set, ReturnOptions};
+use crate::ext::list_extended::ListCommand;
+use crate::ext::utf7;
+use crate::parse::{
+    self, BodyKind, Command, FetchAtt, Search, SectionText, SeqSet, StatusItem, StoreOp,
+};
+use crate::{ImapContext, Peer, MAX_COMMAND, MAX_LINE, MAX_SMALL_LITERAL};
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// Capture buffer: small, so a capture never holds much of a session in memory.
+const CAPTURE_BUFFER: usize = 16 * 1024;
+/// Pending output is written out past this size, so a big FETCH streams.
+const OUT_CHUNK: usize = 256 * 1024;
+/// Inflated input handled per read with COMPRESS active (a deflate bomb stays bounded).
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+struct Capture {
+    writer: telemetry::CaptureWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+struct Deflate {
+    inflate: Decompress,
+    deflate: Compress,
+    /// Compressed input not yet inflated.
+    pending: Vec<u8>,
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+struct Gone;
+
+impl From<std::io::Error> for Gone {
+    fn from(_: std::io::Error) -> Gone {
+        Gone
+    }
+}
+
+type Step<T = ()> = Result<T, Gone>;
+
+enum Incoming {
+    Command(Vec<u8>),
+    /// Refused before it was read: (tag, response text).
+    Refused(Option<String>, String),
+    Timeout,
+}
+
+enum Line {
+    Ok(Vec<u8>),
+    /// Too long: discarded; its start, for the tag.
+    TooLong(Vec<u8>),
+    Timeout,
+}
+
+#[derive(Default)]
+struct Enabled {
+    condstore: bool,
+    qresync: bool,
+    utf8: bool,
+    rev2: bool,
+}
+
+struct Selected {
+    folder: SelectedFolder,
+    watcher: Option<Watcher>,
+}
+
+struct Conn {
+    io: Box<dyn Io>,
+    inbuf: Vec<u8>,
+    deflate: Option<Box<Deflate>>,
+    out: Vec<u8>,
+    capture: Option<Capture>,
+    tls_active: bool,
+    peer: Peer,
+    ctx: Arc<ImapContext>,
+    session: Option<Session>,
+    selected: Option<Selected>,
+    enabled: Enabled,
+    /// SEARCHRES: the UIDs saved by `SEARCH RETURN (SAVE)`.
+    saved: Vec<u32>,
+    /// Discarding the rest of an over-long line.
+    discarding: bool,
+}
+
+/// Serve one IMAP session on `stream` until LOGOUT, EOF, timeout or error.
+pub async fn serve_connection<S>(stream: S, peer: Peer, ctx: Arc<ImapContext>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let mut conn = Conn {
+        io: Box::new(stream),
+        inbuf: Vec::with_capacity(1024),
+        deflate: None,
+        out: Vec::new(),
+        capture: None,
+        tls_active: peer.tls,
+        peer,
+        ctx,
+        session: None,
+        selected: None,
+        enabled: Enabled::default(),
+        saved: Vec::new(),
+        discarding: false,
+    };
+    let _ = conn.run().await;
+    if let Some(mut c) = conn.capture.take() {
+        if let Err(e) = c.writer.flush() {
+            warn!("telemetry capture {}: {e}", c.path.display());
+        }
+    }
+}
+
+/// The protocol answer to a store error: (status, response code and text).
+fn store_error(e: &ClientError) -> String {
+    match e {
+        ClientError::AuthenticationFailed => {
+            "NO [AUTHENTICATIONFAILED] authentication failed".into()
+        }
+        ClientError::NoSuchMailbox(m) => format!("NO [NONEXISTENT] no such mailbox: {m}"),
+        ClientError::MailboxExists(m) => format!("NO [ALREADYEXISTS] mailbox already exists: {m}"),
+        ClientError::HasChildren(m) => format!("NO [INUSE] mailbox has children: {m}"),
+        ClientError::NoSuchMessage(u) => format!("NO [EXPUNGEISSUED] message {u} no longer exists"),
+        ClientError::OverQuota(m) => format!("NO [OVERQUOTA] over quota: {m}"),
+        ClientError::TooLarge { size, limit } => {
+            format!("NO [TOOBIG] message of {size} bytes is over the limit of {limit}")
+        }
+        ClientError::MailboxFull(m) => format!("NO [LIMIT] {m}"),
+        ClientError::PermissionDenied(m) => format!("NO [NOPERM] {m}"),
+        ClientError::InvalidArgument(m) => format!("NO [CANNOT] {m}"),
+        ClientError::DiskFull => "NO [OVERQUOTA] the server is out of disk space".into(),
+        ClientError::Corrupt(m) => format!("NO [CORRUPTION] {m}"),
+        ClientError::Internal(m) => format!("NO [SERVERBUG] {m}"),
+    }
+}
+
+impl Conn {
+    // ---------------------------------------------------------------- output
+
+    fn line(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn tagged(&mut self, tag: &str, status: &str) {
+        let s = format!("{tag} {status}");
+        self.line(&s);
+    }
+
+    fn capture_chunk(&mut self, dir: telemetry::Direction, data: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            if let Err(e) = c.writer.record(dir, data, Instant::now()) {
+                warn!("telemetry capture {}: {e}", c.path.display());
+                self.capture = None;
+            }
+        }
+    }
+
+    async fn flush_out(&mut self) -> Step {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.out);
+        self.capture_chunk(telemetry::Direction::Server, &data);
+        let wire = match &mut self.deflate {
+            Some(z) => {
+                let mut out = Vec::with_capacity(data.len() / 2 + 64);
+                let mut input = &data[..];
+                loop {
+                    if out.capacity() - out.len() < 1024 {
+                        out.reserve(64 * 1024);
+                    }
+                    let before = z.deflate.total_in();
+                    let status = z
+                        .deflate
+                        .compress_vec(input, &mut out, FlushCompress::Sync)
+                        .map_err(|_| Gone)?;
+                    let used = (z.deflate.total_in() - before) as usize;
+                    input = &input[used..];
+                    // Done when all input is consumed and the sync flush fit.
+                    if input.is_empty() && out.capacity() > out.len() && status != Status::BufError
+                    {
+                        break;
+                    }
+                }
+                out
+            }
+            None => data,
+        };
+        // A client that never reads: the write times out and the session ends.
+        let limit = self.ctx.settings.idle_timeout.min(Duration::from_secs(600));
+        match tokio::time::timeout(limit, async {
+            self.io.write_all(&wire).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Gone),
+        }
+    }
+
+    // ----------------------------------------------------------------- input
+
+    /// Read more input into `inbuf` (inflating it when COMPRESS is active).
+    async fn fill(&mut self, timeout: Duration) -> Step<Option<()>> {
+        if let Some(z) = &mut self.deflate {
+            if !z.pending.is_empty() {
+                return Self::inflate(z, &mut self.inbuf).map(Some);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = match tokio::time::timeout(timeout, self.io.read(&mut chunk)).await {
+            Err(_) => return Ok(None),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(Gone),
+            Ok(Ok(n)) => n,
+        };
+        match &mut self.deflate {
+            Some(z) => {
+                z.pending.extend_from_slice(&chunk[..n]);
+                Self::inflate(z, &mut self.inbuf)?;
+            }
+            None => self.inbuf.extend_from_slice(&chunk[..n]),
+        }
+        Ok(Some(()))
+    }
+
+    fn inflate(z: &mut Deflate, inbuf: &mut Vec<u8>) -> Step {
+        let start = inbuf.len();
+        inbuf.reserve(INFLATE_CHUNK);
+        let before = z.inflate.total_in();
+        z.inflate
+            .decompress_vec(&z.pending, inbuf, FlushDecompress::Sync)
+            .map_err(|_| Gone)?;
+        let used = (z.inflate.total_in() - before) as usize;
+        z.pending.drain(..used);
+        if used == 0 && inbuf.len() == start && !z.pending.is_empty() {
+            return Err(Gone);
+        }
+        Ok(())
+    }
+
+    /// One line, bounded: a longer line is discarded as it comes.
+    async fn read_line(&mut self, timeout: Duration) -> Step<Line> {
+        let mut head: Vec<u8> = Vec::new();
+        loop {
+            if let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
+                if self.discarding {
+                    self.discarding = false;
+                    return Ok(Line::TooLong(head));
+                }
+                if line.len() > MAX_LINE {
+                    return Ok(Line::TooLong(line[..64].to_vec()));
+                }
+                return Ok(Line::Ok(line));
+            }
+            if self.inbuf.len() > MAX_LINE {
+                if !self.discarding {
+                    head = self.inbuf[..64].to_vec();
+                }
+                self.discarding = true;
+                self.inbuf.clear();
+            }
+            self.flush_out().await?;
+            match self.fill(timeout).await? {
+                Some(()) => {}
+                None => return Ok(Line::Timeout),
+            }
+            if self.inbuf.is_empty() && self.deflate.is_none() {
+                continue;
+            }
+        }
+    }
+
+    /// Exactly `n` bytes (a literal), appended to `dst`; `discard` drops them instead.
+    async fn read_exact_into(&mut self, n: u64, dst: &mut Vec<u8>, discard: bool) -> Step<bool> {
+        let mut left = n;
+        let timeout = self.timeout();
+        loop {
+            let take = (self.inbuf.len() as u64).min(left) as usize;
+            if !discard {
+                dst.extend_from_slice(&self.inbuf[..take]);
+            }
+            self.inbuf.drain(..take);
+            left -= take as u64;
+            if left == 0 {
+                return Ok(true);
+            }
+            self.flush_out().await?;
+            if self.fill(timeout).await?.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.session.is_some() {
+            self.ctx.settings.idle_timeout
+        } else {
+            self.ctx.settings.login_timeout
+        }
+    }
+
+    /// One complete command with its literals, within the limits.
+    async fn read_command(&mut self) -> Step<Incoming> {
+        let timeout = self.timeout();
+        let mut cmd: Vec<u8> = Vec::new();
+        let mut tag = None;
+        let mut literal_limit = MAX_SMALL_LITERAL;
+        let mut total_limit = MAX_COMMAND as u64;
+        let mut refused: Option<String> = None;
+        loop {
+            let line = match self.read_line(timeout).await? {
+                Line::Ok(l) => l,
+                Line::TooLong(head) => {
+                    let t = tag.clone().or_else(|| parse::tag_of(&head));
+                    return Ok(Incoming::Refused(
+                        t,
+                        format!("BAD [TOOBIG] command line longer than {MAX_LINE} octets"),
+                    ));
+                }
+                Line::Timeout => return Ok(Incoming::Timeout),
+            };
+            if cmd.is_empty() {
+                tag = parse::tag_of(&line);
+                let name = parse::command_name(&line);
+                if self.session.is_some() && name == "APPEND" {
+                    literal_limit = self.ctx.settings.max_message_size;
+                    total_limit =
+                        self.ctx.settings.max_message_size.saturating_mul(2) + MAX_COMMAND as u64;
+                }
+            }
+            let marker = parse::literal_marker(&line);
+            if refused.is_none() {
+                cmd.extend_from_slice(&line);
+            }
+            let Some((n, sync)) = marker else {
+                if let Some(r) = refused {
+                    return Ok(Incoming::Refused(tag, r));
+                }
+                return Ok(Incoming::Command(cmd));
+            };
+            if refused.is_none() {
+                if n > literal_limit {
+                    refused = Some(if literal_limit > MAX_SMALL_LITERAL {
+                        format!("NO [TOOBIG] literal of {n} octets is over the limit of {literal_limit}")
+                    } else {
+                        format!("BAD [TOOBIG] literal of {n} octets is over the limit of {literal_limit}")
+                    });
+                } else if cmd.len() as u64 + n > total_limit {
+                    refused = Some("BAD [TOOBIG] command too long".into());
+                }
+                if refused.is_some() {
+                    cmd = Vec::new();
+                    if sync {
+                        // Not invited: the client sends nothing more of this command.
+                        let r = refused.take().unwrap_or_default();
+                        return Ok(Incoming::Refused(tag, r));
+                    }
+                }
+            }
+            if sync {
+                self.line("+ Ready for literal data");
+            }
+            let discard = refused.is_some();
+            if !self.read_exact_into(n, &mut cmd, discard).await? {
+                return Ok(Incoming::Timeout);
+            }
+        }
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.tls_active
+            || self.peer.addr.ip().is_loopback()
+            || self.ctx.settings.allow_plaintext_auth
+    }
+
+    fn capabilities(&self) -> String {
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+        ];
+        if self.session.is_none() {
+            if self.ctx.tls.is_some() && !self.tls_active {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_allowed() {
+                caps.push("AUTH=PLAIN");
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+            return caps.join(" ");
+        }
+        caps.extend([
+            "NAMESPACE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
+            "ESEARCH",
+            "SEARCHRES",
+            "CONDSTORE",
+            "QRESYNC",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
+            "MULTIAPPEND",
+            "BINARY",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
+            "STATUS=SIZE",
+            "SAVEDATE",
+            "OBJECTID",
+            "PREVIEW",
+            "UTF8=ACCEPT",
+            "ACL",
+            "RIGHTS=texk",
+            "WITHIN",
+        ]);
+        if self.deflate.is_none() {
+            caps.push("COMPRESS=DEFLATE");
+        }
+        let mut s = caps.join(" ");
+        s.push_str(&format!(
+            " APPENDLIMIT={}",
+            self.ctx.settings.max_message_size
+        ));
+        s
+    }
+
+    // ------------------------------------------------------------- main loop
+
+    async fn run(&mut self) -> Step {
+        let greeting = format!(
+            "* OK [CAPABILITY {}] {}",
+            self.capabilities(),
+            self.ctx.settings.greeting
+        );
+        self.line(&greeting);
+        loop {
+            let incoming = self.read_command().await?;
+            let buf = match incoming {
+                Incoming::Command(b) => b,
+                Incoming::Refused(tag, text) => {
+                    self.capture_chunk(telemetry::Direction::Client, b"[refused command]\r\n");
+                    match tag {
+                        Some(t) => self.tagged(&t, &text),
+                        None => self.line(&format!("* {text}")),
+                    }
+                    continue;
+                }
+                Incoming::Timeout => {
+                    self.line("* BYE autologout: idle for too long");
+                    let _ = self.flush_out().await;
+                    return Err(Gone);
+                }
+            };
+            let name = parse::command_name(&buf);
+            if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
+                let t = parse::tag_of(&buf).unwrap_or_default();
+                self.capture_chunk(
+                    telemetry::Direction::Client,
+                    format!("{t} {name} ***\r\n").as_bytes(),
+                );
+            } else {
+                self.capture_chunk(telemetry::Direction::Client, &buf);
+            }
+            let (tag, cmd) = match parse::parse_command(&buf) {
+                Ok(x) => x,
+                Err(e) => {
+                    match parse::tag_of(&buf) {
+                        Some(t) => self.tagged(&t, &format!("BAD {e}")),
+                        None => self.line(&format!("* BAD {e}")),
+                    }
+                    continue;
+                }
+            };
+            if self.dispatch(&tag, cmd).await? {
+                self.flush_out().await?;
+                return Ok(());
+            }
+            if self.out.len() > OUT_CHUNK {
+                self.flush_out().await?;
+            }
+        }
+    }
+
+    /// Carry out one command; `true` at LOGOUT.
+    async fn dispatch(&mut self, tag: &str, cmd: Command) -> Step<bool> {
+        match cmd {
+            Command::Capability => {
+                let c = format!("* CAPABILITY {}", self.capabilities());
+                self.line(&c);
+                self.tagged(tag, "OK CAPABILITY completed");
+            }
+            Command::Noop | Command::Check => {
+                self.updates(true).await?;
+                self.tagged(tag, "OK completed");
+            }
+            Command::Logout => {
+                self.line("* BYE logging out");
+                self.tagged(tag, "OK LOGOUT completed");
+                return Ok(true);
+            }
+            Command::Id => {
+                self.line(&format!(
+                    "* ID (\"name\" \"{}\" \"version\" \"{}\")",
+                    crate::IMPLEMENTATION,
+                    env!("CARGO_PKG_VERSION")
+                ));
+                self.tagged(tag, "OK ID completed");
+            }
+            Command::StartTls => self.starttls(tag).await?,
+            Command::Login(user, password) => {
+                if self.session.is_some() {
+                    self.tagged(tag, "BAD already authenticated");
+                } else if !self.plaintext_allowed() {
+                    self.tagged(tag, "NO [PRIVACYREQUIRED] use STARTTLS before LOGIN");
+                } else {
+                    let user = String::from_utf8_lossy(&user).into_owned();
+                    let pw = String::from_utf8_lossy(&password).into_owned();
+                    self.login(tag, &user, Secret::new(pw)).await?;
+                }
+            }
+            Command::Authenticate { mechanism, initial } => {
+                self.authenticate(tag, &mechanism, initial).await?
+            }
+            _ if self.session.is_none() => {
+                self.tagged(tag, "BAD command not valid before authentication")
+            }
+            Command::Enable(caps) => {
+                let mut done = Vec::new();
+                for c in caps {
+                    let flag = match c.as_str() {
+                        "CONDSTORE" => &mut self.enabled.condstore,
+                        "QRESYNC" => &mut self.enabled.qresync,
+                        "UTF8=ACCEPT" => &mut self.enabled.utf8,
+                        "IMAP4REV2" => &mut self.enabled.rev2,
+                        _ => continue,
+                    };
+                    if !*flag {
+                        *flag = true;
+                        done.push(c);
+                    }
+                }
+                if self.enabled.qresync {
+                    self.enabled.condstore = true;
+                }
+                self.line(format!("* ENABLED {}", done.join(" ")).trim_end());
+                self.tagged(tag, "OK ENABLE completed");
+            }
+            Command::Namespace => {
+                let other = self.wire_name(store_client::SHARED_PREFIX);
+                let mut l = b"* NAMESPACE ((\"\" \"/\")) ((".to_vec();
+                encode::string(&mut l, other.as_bytes());
+                l.extend_from_slice(b" \"/\")) NIL\r\n");
+                self.out.extend_from_slice(&l);
+                self.tagged(tag, "OK NAMESPACE completed");
+            }
+            Command::Select {
+                mailbox,
+                read_only,
+                condstore,
+                qresync,
+            } => {
+                self.select(tag, &mailbox, read_only, condstore, qresync)
+                    .await?
+            }
+            Command::Create {
+                mailbox,
+                special_use,
+            } => {
+                let Some(name) = self.mailbox_name(tag, &mailbox) else {
+                    return Ok(false);
+                };
+                let r = self.sess().create(&name, special_use.as_deref()).await;
+                self.done(tag, r.map(|_| ()), "CREATE").await?;
+            }
+            Command::Delete(m) => {
+                let Some(name) = self.mailbox_name(tag, &m) else {
+                    return Ok(false);
+                };
+                if self
+                    .selected
+                    .as_ref()
+                    .is_some_and(|s| s.folder.name() == name)
+                {
+                    self.selected = None;
+                }
+                let r = self.sess().delete(&name).await;
+                self.done(tag, r, "DELETE").await?;
+            }
+            Command::Rename(a, b) => {
+                let (Some(a), Some(b)) = (self.mailbox_name(tag, &a), self.mailbox_name(tag, &b))
+                else {
+                    return Ok(false);
+                };
+                let r = self.sess().rename(&a, &b).await;
+                self.done(tag, r, "RENAME").await?;
+            }
+            Command::Subscribe(m) => {
+                let Some(name) = self.mailbox_name(tag, &m) else {
+                    return Ok(false);
+                };
+                let r = self.sess().subscribe(&name).await;
+                self.done(tag, r, "SUBSCRIBE").await?;
+            }
+            Command::Unsubscribe(m) => {
+                let Some(name) = self.mailbox_name(tag, &m) else {
+                    return Ok(false);
+                };
+                let r = self.sess().unsubscribe(&name).await;
+                self.done(tag, r, "UNSUBSCRIBE").await?;
+            }
+            Command::List(l) => self.list(tag, l).await?,
+            Command::Lsub(reference, pattern) => self.lsub(tag, &reference, &pattern).await?,
+            Command::Status(m, items) => {
+                let Some(name) = self.mailbox_name(tag, &m) else {
+                    return Ok(false);
+                };
+                match self.status_line(&name, &items).await {
+                    Ok(l) => {
+                        self.out.extend_from_slice(&l);
+                        self.updates(true).await?;
+                        self.tagged(tag, "OK STATUS completed");
+                    }
+                    Err(e) => self.tagged(tag, &store_error(&e)),
+                }
+            }
+            Command::Append(m, msgs) => self.append(tag, &m, msgs).await?,
+            Command::Idle => self.idle(tag).await?,
+            Command::Compress(alg) => {
+                if alg != "DEFLATE" {
+                    self.tagged(tag, "NO [CANNOT] only DEFLATE is supported");
+                } else if self.deflate.is_some() {
+                    self.tagged(tag, "NO [COMPRESSIONACTIVE] compression is already active");
+                } else {
+                    self.tagged(tag, "OK DEFLATE active");
+                    self.flush_out().await?;
+                    let pending = std::mem::take(&mut self.inbuf);
+                    self.deflate = Some(Box::new(Deflate {
+                        inflate: Decompress::new(false),
+                        deflate: Compress::new(Compression::fast(), false),
+                        pending,
+                    }));
+                }
+            }
+            Command::GetQuota(root) => {
+                let root = String::from_utf8_lossy(&root).into_owned();
+                match self.sess().quota(&root).await {
+                    Ok(q) => {
+                        let l = quota_line(&q);
+                        self.line(&l);
+                        self.tagged(tag, "OK GETQUOTA completed");
+                    }
+                    Err(e) => self.tagged(tag, &store_error(&e)),
+                }
+            }
+            Command::GetQuotaRoot(m) => {
+                let Some(name) = self.mailbox_name(tag, &m) else {
+                    return Ok(false);
+                };
+                match self.sess().quota_roots(&name).await {
+                    Ok(roots) => {
+                        let mut l = b"* QUOTAROOT ".to_vec();
+                        encode::mailbox(&mut l, &self.wire_name(&name));
+                        for q in &roots {
+                            l.push(b' ');
+                            encode::string(&mut l, q.root.as_bytes());
+                        }
+                        l.extend_from_slice(b"\r\n");
+                        self.out.extend_from_slice(&l);
+                        for q in &roots {
+                            let l = quota_line(q);
+                            self.line(&l);
+                        }
+                        self.tagged(tag, "OK GETQUOTAROOT completed");
+                    }
+                    Err(e) => self.tagged(tag, &store_error(&e)),
+                }
+            }
+            Command::SetQuota(_) => self.tagged(
+                tag,
+                "NO [NOPERM] quotas are set by the administrator (mboxutil -q)",
+            ),
+            Command::Acl(a) => self.acl(tag, a).await?,
+            // Everything below needs a selected folder.
+            _ if self.selected.is_none() => self.tagged(tag, "BAD no mailbox selected"),
+            Command::Close | Command::Unselect => {
+                let close = matches!(cmd, Command::Close);
+                if let Some(mut sel) = self.selected.take() {
+                    if close && !sel.folder.read_only() {
+                        // CLOSE expunges silently (RFC 9051 6.4.1).
+                        if let Err(e) = sel.folder.expunge(None).await {
+                            warn!("CLOSE expunge: {e}");
+                        }
+                    }
+                }
+                self.tagged(tag, "OK completed");
+            }
+            Command::Expunge => {
+                let r = self.sel().folder.expunge(None).await;
+                match r {
+                    Ok(_) => {
+                        self.updates(true).await?;
+                        self.tagged(tag, "OK EXPUNGE completed");
+                    }
+                    Err(e) => self.tagged(tag, &store_error(&e)),
+                }
+            }
+            Command::UidExpunge(set) => {
+                let uids = self.resolve(&set, true);
+                let r = self.sel().folder.expunge(Some(&uids)).await;
+                match r {
+                    Ok(_) => {
+                        self.updates(true).await?;
+                        self.tagged(tag, "OK UID EXPUNGE completed");
+                    }
+                    Err(e) => self.tagged(tag, &store_error(&e)),
+                }
+            }
+            Command::Search { uid, ret, key } => self.search(tag, uid, ret, &key).await?,
+            Command::Fetch {
+                uid,
+                set,
+                atts,
+                changed_since,
+                vanished,
+            } => {
+                self.fetch(tag, uid, &set, atts, changed_since, vanished)
+                    .await?
+            }
+            Command::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
+                self.store(tag, uid, &set, op, silent, &flags, unchanged_since)
+                    .await?
+            }
+            Command::Copy { uid, set, mailbox } => {
+                self.copy(tag, uid, &set, &mailbox, false).await?
+            }
+            Command::Move { uid, set, mailbox } => {
+                self.copy(tag, uid, &set, &mailbox, true).await?
+            }
+            Command::Sort {
+                uid, criteria, key, ..
+            } => self.sort(tag, uid, &criteria, &key).await?,
+            Command::Thread {
+                uid,
+                algorithm,
+                key,
+            } => self.thread(tag, uid, algorithm, &key).await?,
+        }
+        Ok(false)
+    }
+
+    fn sess(&self) -> Session {
+        self.session.clone().expect("checked by dispatch")
+    }
+
+    fn sel(&mut self) -> &mut Selected {
+        self.selected.as_mut().expect("checked by dispatch")
+    }
+
+    /// Finish a command that only succeeds or fails.
+    async fn done(&mut self, tag: &str, r: Result<(), ClientError>, what: &str) -> Step {
+        match r {
+            Ok(()) => {
+                self.updates(true).await?;
+                self.tagged(tag, &format!("OK {what} completed"));
+            }
+            Err(e) => self.tagged(tag, &store_error(&e)),
+        }
+        Ok(())
+    }
+
+    /// A mailbox name from the wire (modified UTF-7 unless UTF8=ACCEPT), INBOX normalised.
+    fn mailbox_name(&mut self, tag: &str, raw: &[u8]) -> Option<String> {
+        let s = match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(_) => {
+                self.tagged(tag, "BAD mailbox name is not UTF-8");
+                return None;
+            }
+        };
+        let name = if self.enabled.utf8 {
+            Some(s.to_owned())
+        } else {
+            utf7::decode(s)
+        };
+        let Some(name) = name else {
+            self.tagged(tag, "BAD invalid modified UTF-7 mailbox name");
+            return None;
+        };
+        Some(normalise_inbox(&name))
+    }
+
+    /// A store name as it goes on the wire.
+    fn wire_name(&self, name: &str) -> String {
+        if self.enabled.utf8 {
+            name.to_owned()
+        } else {
+            utf7::encode(name)
+        }
+    }
+
+    // --------------------------------------------------------------- updates
+
+    /// Announce what changed in the selected folder. `allow_expunge` is false during FETCH,
+    /// STORE and SEARCH by sequence number (RFC 9051 7.5.1).
+    async fn updates(&mut self, allow_expunge: bool) -> Step {
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        let up = match sel.folder.poll(allow_expunge).await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!("polling {}: {e}", sel.folder.name());
+                return Ok(());
+            }
+        };
+        self.announce(up);
+        Ok(())
+    }
+
+    fn announce(&mut self, up: Update) {
+        if up.is_empty() {
+            return;
+        }
+        if !up.vanished.is_empty() && self.enabled.qresync {
+            self.line(&format!("* VANISHED {}", compact_set(&up.vanished)));
+        } else {
+            for seq in &up.expunged {
+                self.line(&format!("* {seq} EXPUNGE"));
+            }
+        }
+        if let Some(kw) = &up.keywords {
+            let flags = flag_list_with(kw, false);
+            self.line(&format!("* FLAGS {flags}"));
+            let permanent = flag_list_with(kw, true);
+            self.line(&format!(
+                "* OK [PERMANENTFLAGS {permanent}] flags permitted"
+            ));
+        }
+        if let Some(n) = up.exists {
+            self.line(&format!("* {n} EXISTS"));
+        }
+        if let Some(r) = up.recent {
+            if !self.enabled.rev2 {
+                self.line(&format!("* {r} RECENT"));
+            }
+        }
+        for (seq, uid, flags, modseq) in &up.flags {
+            let mut l = format!("* {seq} FETCH (FLAGS {}", flags_str(flags, false));
+            if self.enabled.qresync {
+                l.push_str(&format!(" UID {uid}"));
+            }
+            if self.enabled.condstore {
+                l.push_str(&format!(" MODSEQ ({modseq})"));
+            }
+            l.push(')');
+            self.line(&l);
+        }
+    }
+
+    // ------------------------------------------------------ authentication
+
+    async fn starttls(&mut self, tag: &str) -> Step {
+        let Some(tls) = self.ctx.tls.clone() else {
+            self.tagged(tag, "NO [UNAVAILABLE] TLS is not available");
+            return Ok(());
+        };
+        if self.tls_active || self.session.is_some() {
+            self.tagged(tag, "BAD STARTTLS is not allowed now");
+            return Ok(());
+        }
+        self.tagged(tag, "OK begin TLS negotiation now");
+        self.flush_out().await?;
+        // Anything pipelined after STARTTLS in plaintext is discarded (RFC 9051 6.2.1).
+        self.inbuf.clear();
+        self.discarding = false;
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let accepted =
+            tokio::time::timeout(self.ctx.settings.login_timeout, tls.acceptor().accept(io)).await;
+        match accepted {
+            Ok(Ok(stream)) => {
+                self.io = Box::new(stream);
+                self.tls_active = true;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                info!("TLS negotiation with {} failed: {e}", self.peer.addr);
+                Err(Gone)
+            }
+            Err(_) => Err(Gone),
+        }
+    }
+
+    async fn authenticate(&mut self, tag: &str, mechanism: &str, initial: Option<String>) -> Step {
+        if self.session.is_some() {
+            self.tagged(tag, "BAD already authenticated");
+            return Ok(());
+        }
+        if mechanism != "PLAIN" {
+            self.tagged(tag, "NO [CANNOT] unsupported authentication mechanism");
+            return Ok(());
+        }
+        if !self.plaintext_allowed() {
+            self.tagged(
+                tag,
+                "NO [PRIVACYREQUIRED] use STARTTLS before AUTHENTICATE PLAIN",
+            );
+            return Ok(());
+        }
+        let response = match initial {
+            Some(r) => r,
+            None => {
+                self.line("+ ");
+                match self.read_line(self.ctx.settings.login_timeout).await? {
+                    Line::Ok(l) => {
+                        self.capture_chunk(telemetry::Direction::Client, b"***\r\n");
+                        String::from_utf8_lossy(&l).trim().to_owned()
+                    }
+                    Line::TooLong(_) => {
+                        self.tagged(tag, "BAD response too long");
+                        return Ok(());
+                    }
+                    Line::Timeout => return Err(Gone),
+                }
+            }
+        };
+        if response == "*" {
+            self.tagged(tag, "BAD authentication cancelled");
+            return Ok(());
+        }
+        use base64::Engine;
+        let decoded = if response == "=" {
+            Ok(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(response.as_bytes())
+        };
+        let Ok(decoded) = decoded else {
+            self.tagged(tag, "BAD invalid base64 in authentication response");
+            return Ok(());
+        };
+        let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+        let [authzid, authcid, password] = parts.as_slice() else {
+            self.tagged(tag, "NO [AUTHENTICATIONFAILED] malformed PLAIN response");
+            return Ok(());
+        };
+        let (Ok(authzid), Ok(authcid), Ok(password)) = (
+            std::str::from_utf8(authzid),
+            std::str::from_utf8(authcid),
+            std::str::from_utf8(password),
+        ) else {
+            self.tagged(tag, "NO [AUTHENTICATIONFAILED] malformed PLAIN response");
+            return Ok(());
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            self.tagged(
+                tag,
+                "NO [AUTHORIZATIONFAILED] authorization identity not permitted",
+            );
+            return Ok(());
+        }
+        let (authcid, password) = (authcid.to_owned(), password.to_owned());
+        self.login(tag, &authcid, Secret::new(password)).await
+    }
+
+    async fn login(&mut self, tag: &str, name: &str, password: Secret<String>) -> Step {
+        let ip = self.peer.addr.ip();
+        if self.ctx.locked_out(ip) {
+            self.tagged(
+                tag,
+                "NO [UNAVAILABLE] too many failed logins, try again later",
+            );
+            return Ok(());
+        }
+        let session = match self.ctx.client.authenticate(name, &password).await {
+            Ok(s) => s,
+            Err(ClientError::AuthenticationFailed) => {
+                self.ctx.record_failure(ip);
+                info!("authentication failed for {name:?} from {ip}");
+                self.flush_out().await?;
+                tokio::time::sleep(self.ctx.settings.auth_fail_delay).await;
+                self.tagged(
+                    tag,
+                    "NO [AUTHENTICATIONFAILED] invalid user name or password",
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                warn!("authentication of {name:?} from {ip}: {e}");
+                self.tagged(
+                    tag,
+                    "NO [UNAVAILABLE] authentication is unavailable, try again later",
+                );
+                return Ok(());
+            }
+        };
+        let userid = session.user().to_owned();
+        info!(
+            "Login user={userid} from {ip}{}",
+            if self.tls_active { " (TLS)" } else { "" }
+        );
+        self.flush_out().await?;
+        self.start_capture(&userid, &format!("{tag} LOGIN {userid} ***\r\n"));
+        self.session = Some(session);
+        let caps = self.capabilities();
+        self.tagged(tag, &format!("OK [CAPABILITY {caps}] logged in"));
+        Ok(())
+    }
+
+    fn start_capture(&mut self, userid: &str, record: &str) {
+        let dir = self
+            .ctx
+            .root
+            .join("data")
+            .join("telemetry")
+            .join("imap")
+            .join(userid);
+        if !dir.is_dir() {
+            return;
+        }
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{secs}-{}-{seq}", std::process::id()));
+        let file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("telemetry capture {}: cannot create: {e}", path.display());
+                return;
+            }
+        };
+        let mut writer = telemetry::CaptureWriter::with_buffer_limit(file, CAPTURE_BUFFER);
+        let at = Instant::now();
+        let ok = writer
+            .login(userid, now, at)
+            .and_then(|()| writer.redact(record.as_bytes(), at));
+        match ok {
+            Ok(()) => self.capture = Some(Capture { writer, path }),
+            Err(e) => warn!("telemetry capture {}: {e}", path.display()),
+        }
+    }
+
+    // ------------------------------------------------------------- folders
+
+    async fn select(
+        &mut self,
+        tag: &str,
+        raw: &[u8],
+        read_only: bool,
+        condstore: bool,
+        qresync: Option<parse::QresyncParams>,
+    ) -> Step {
+        if qresync.is_some() && !self.enabled.qresync {
+            self.tagged(tag, "BAD QRESYNC is not enabled");
+            return Ok(());
+        }
+        let Some(name) = self.mailbox_name(tag, raw) else {
+            return Ok(());
+        };
+        if self.selected.take().is_some() && (self.enabled.qresync || self.enabled.rev2) {
+            self.line("* OK [CLOSED] previous mailbox closed");
+        }
+        self.saved.clear();
+        if condstore {
+            self.enabled.condstore = true;
+        }
+        let session = self.sess();
+        let folder = match session.select(&name, read_only).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let watcher = session.watch(&name).await.ok();
+        let kws: Vec<String> = folder.keywords().to_vec();
+        self.line(&format!("* FLAGS {}", flag_list_with(&kws, false)));
+        if folder.read_only() {
+            self.line("* OK [PERMANENTFLAGS ()] read-only mailbox");
+        } else {
+            self.line(&format!(
+                "* OK [PERMANENTFLAGS {}] flags permitted",
+                flag_list_with(&kws, true)
+            ));
+        }
+        self.line(&format!("* {} EXISTS", folder.exists()));
+        if !self.enabled.rev2 {
+            self.line(&format!("* {} RECENT", folder.recent_count()));
+            if let Some(u) = folder.first_unseen() {
+                self.line(&format!("* OK [UNSEEN {u}] first unseen"));
+            }
+        }
+        self.line(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            folder.uidvalidity()
+        ));
+        self.line(&format!(
+            "* OK [UIDNEXT {}] predicted next UID",
+            folder.uidnext()
+        ));
+        self.line(&format!(
+            "* OK [HIGHESTMODSEQ {}] highest modseq",
+            folder.highest_modseq()
+        ));
+        self.line(&format!(
+            "* OK [MAILBOXID ({})] mailbox id",
+            mailbox_id(folder.uidvalidity())
+        ));
+        let sel = Selected { folder, watcher };
+        if let Some(q) = qresync {
+            if q.uidvalidity == sel.folder.uidvalidity() {
+                let known: Option<Vec<(u32, u32)>> = q
+                    .known_uids
+                    .as_ref()
+                    .map(|s| s.resolve(sel.folder.uidnext()));
+                let in_known = |u: u32| {
+                    known
+                        .as_ref()
+                        .is_none_or(|k| k.iter().any(|&(a, b)| a <= u && u <= b))
+                };
+                match sel.folder.vanished_since(q.modseq).await {
+                    Ok(v) => {
+                        let v: Vec<u32> = v.into_iter().filter(|&u| in_known(u)).collect();
+                        if !v.is_empty() {
+                            self.line(&format!("* VANISHED (EARLIER) {}", compact_set(&v)));
+                        }
+                    }
+                    Err(e) => warn!("VANISHED for {name}: {e}"),
+                }
+                let uids = sel.folder.uids().to_vec();
+                if let Ok(metas) = sel.folder.fetch_meta(&uids).await {
+                    for m in metas.iter().filter(|m| m.modseq > q.modseq) {
+                        let seq = sel.folder.seq_of(m.uid).unwrap_or(0);
+                        self.line(&format!(
+                            "* {seq} FETCH (UID {} FLAGS {} MODSEQ ({}))",
+                            m.uid,
+                            flags_str(&m.flags, sel.folder.is_recent(m.uid) && !self.enabled.rev2),
+                            m.modseq
+                        ));
+                    }
+                }
+            }
+        }
+        let mode = if sel.folder.read_only() {
+            "READ-ONLY"
+        } else {
+            "READ-WRITE"
+        };
+        self.selected = Some(sel);
+        self.tagged(tag, &format!("OK [{mode}] SELECT completed"));
+        Ok(())
+    }
+
+    async fn status_line(&self, name: &str, items: &[StatusItem]) -> Result<Vec<u8>, ClientError> {
+        let session = self.sess();
+        let st = session.status(name).await?;
+        let mut parts = Vec::new();
+        for i in items {
+            parts.push(match i {
+                StatusItem::Messages => format!("MESSAGES {}", st.messages),
+                StatusItem::Recent => {
+                    // Messages above the folder's recent mark, counted on a read-only view.
+                    let view = session.select(name, true).await?;
+                    let n = view.uids().iter().filter(|&&u| u > st.recent_uid).count();
+                    format!("RECENT {n}")
+                }
+                StatusItem::UidNext => format!("UIDNEXT {}", st.uidnext),
+                StatusItem::UidValidity => format!("UIDVALIDITY {}", st.uidvalidity),
+                StatusItem::Unseen => format!("UNSEEN {}", st.unseen),
+                StatusItem::Deleted => format!("DELETED {}", st.deleted),
+                StatusItem::Size => format!("SIZE {}", st.size),
+                StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", st.highest_modseq),
+                StatusItem::AppendLimit => {
+                    format!("APPENDLIMIT {}", self.ctx.settings.max_message_size)
+                }
+                StatusItem::MailboxId => format!("MAILBOXID ({})", mailbox_id(st.uidvalidity)),
+            });
+        }
+        let mut l = b"* STATUS ".to_vec();
+        encode::mailbox(&mut l, &self.wire_name(name));
+        l.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        Ok(l)
+    }
+
+    fn pattern_of(&self, reference: &[u8], pattern: &[u8]) -> Option<String> {
+        let mut full = reference.to_vec();
+        full.extend_from_slice(pattern);
+        let s = String::from_utf8(full).ok()?;
+        if self.enabled.utf8 {
+            Some(s)
+        } else {
+            utf7::decode(&s)
+        }
+    }
+
+    async fn list(&mut self, tag: &str, c: ListCommand) -> Step {
+        let session = self.sess();
+        if c.patterns.len() == 1 && c.patterns[0].is_empty() {
+            // The hierarchy delimiter and root (RFC 9051 6.3.9).
+            self.line("* LIST (\\Noselect) \"/\" \"\"");
+            self.tagged(tag, "OK LIST completed");
+            return Ok(());
+        }
+        let all = match session.list("*").await {
+            Ok(a) => a,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let subs: HashSet<String> = match session.subscriptions().await {
+            Ok(s) => s.into_iter().collect(),
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let mut patterns = Vec::new();
+        for p in &c.patterns {
+            match self.pattern_of(&c.reference, p) {
+                Some(p) => patterns.push(p),
+                None => {
+                    self.tagged(tag, "BAD invalid mailbox pattern");
+                    return Ok(());
+                }
+            }
+        }
+        let matches = |name: &str| {
+            patterns
+                .iter()
+                .any(|p| pattern_matches(p, name) || pattern_matches(&normalise_inbox(p), name))
+        };
+        let show_subscribed = c.return_subscribed || c.select_subscribed;
+        let mut lines: Vec<(String, Vec<String>, Option<&str>, bool)> = Vec::new();
+        let mut seen = HashSet::new();
+        for info in &all {
+            let subscribed = subs.contains(&info.name);
+            if c.select_special_use && info.special_use.is_none() {
+                continue;
+            }
+            let mut attrs = vec![if info.has_children {
+                "\\HasChildren".to_string()
+            } else {
+                "\\HasNoChildren".to_string()
+            }];
+            if let Some(su) = &info.special_use {
+                attrs.push(su.clone());
+            }
+            if show_subscribed && subscribed {
+                attrs.push("\\Subscribed".into());
+            }
+            let mut childinfo = None;
+            if c.select_subscribed && !subscribed {
+                let prefix = format!("{}/", info.name);
+                if c.recursive_match && subs.iter().any(|s| s.starts_with(&prefix)) {
+                    childinfo = Some("SUBSCRIBED");
+                } else {
+                    continue;
+                }
+            }
+            if !matches(&info.name) {
+                continue;
+            }
+            seen.insert(info.name.clone());
+            lines.push((info.name.clone(), attrs, childinfo, true));
+        }
+        if c.select_subscribed {
+            let mut missing: Vec<&String> = subs
+                .iter()
+                .filter(|s| !seen.contains(*s) && !all.iter().any(|i| &i.name == *s))
+                .filter(|s| matches(s))
+                .collect();
+            missing.sort();
+            for s in missing {
+                lines.push((
+                    s.clone(),
+                    vec!["\\NonExistent".into(), "\\Subscribed".into()],
+                    None,
+                    false,
+                ));
+            }
+        }
+        for (name, attrs, childinfo, exists) in lines {
+            let mut l = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
+            encode::mailbox(&mut l, &self.wire_name(&name));
+            if let Some(ci) = childinfo {
+                l.extend_from_slice(format!(" (\"CHILDINFO\" (\"{ci}\"))").as_bytes());
+            }
+            l.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&l);
+            if let (Some(items), true) = (&c.return_status, exists) {
+                match self.status_line(&name, items).await {
+                    Ok(s) => self.out.extend_from_slice(&s),
+                    Err(e) => warn!("LIST-STATUS {name}: {e}"),
+                }
+            }
+        }
+        self.updates(true).await?;
+        self.tagged(tag, "OK LIST completed");
+        Ok(())
+    }
+
+    async fn lsub(&mut self, tag: &str, reference: &[u8], pattern: &[u8]) -> Step {
+        let session = self.sess();
+        let Some(pattern) = self.pattern_of(reference, pattern) else {
+            self.tagged(tag, "BAD invalid mailbox pattern");
+            return Ok(());
+        };
+        match session.subscriptions().await {
+            Ok(mut subs) => {
+                subs.sort();
+                for s in subs.iter().filter(|s| {
+                    pattern_matches(&pattern, s) || pattern_matches(&normalise_inbox(&pattern), s)
+                }) {
+                    let mut l = b"* LSUB () \"/\" ".to_vec();
+                    encode::mailbox(&mut l, &self.wire_name(s));
+                    l.extend_from_slice(b"\r\n");
+                    self.out.extend_from_slice(&l);
+                }
+                self.tagged(tag, "OK LSUB completed");
+            }
+            Err(e) => self.tagged(tag, &store_error(&e)),
+        }
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        tag: &str,
+        raw: &[u8],
+        msgs: Vec<crate::ext::multiappend::AppendMessage>,
+    ) -> Step {
+        let Some(name) = self.mailbox_name(tag, raw) else {
+            return Ok(());
+        };
+        let mut batch = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let mut flags = Vec::new();
+            for f in &m.flags {
+                if f.eq_ignore_ascii_case("\\Recent") {
+                    continue;
+                }
+                match Flag::parse(f) {
+                    Ok(f) => flags.push(f),
+                    Err(e) => {
+                        self.tagged(tag, &format!("BAD {e}"));
+                        return Ok(());
+                    }
+                }
+            }
+            if m.data.is_empty() {
+                self.tagged(tag, "NO [CANNOT] empty message");
+                return Ok(());
+            }
+            batch.push((m.data, flags, m.date));
+        }
+        let r = self.sess().append_many(&name, batch).await;
+        match r {
+            Ok((validity, uids)) => {
+                self.updates(true).await?;
+                self.tagged(
+                    tag,
+                    &format!(
+                        "OK [APPENDUID {validity} {}] APPEND completed",
+                        compact_set(&uids)
+                    ),
+                );
+            }
+            Err(ClientError::NoSuchMailbox(m)) => {
+                self.tagged(tag, &format!("NO [TRYCREATE] no such mailbox: {m}"))
+            }
+            Err(e) => self.tagged(tag, &store_error(&e)),
+        }
+        Ok(())
+    }
+
+    async fn acl(&mut self, tag: &str, a: AclCommand) -> Step {
+        let session = self.sess();
+        let raw = match &a {
+            AclCommand::SetAcl(m, ..)
+            | AclCommand::DeleteAcl(m, _)
+            | AclCommand::GetAcl(m)
+            | AclCommand::ListRights(m, _)
+            | AclCommand::MyRights(m) => m.clone(),
+        };
+        let Some(name) = self.mailbox_name(tag, &raw) else {
+            return Ok(());
+        };
+        let wire = self.wire_name(&name);
+        let mut l = Vec::new();
+        let r: Result<(), ClientError> = async {
+            match a {
+                AclCommand::SetAcl(_, who, rights) => {
+                    let current = if rights.starts_with(['+', '-']) {
+                        session
+                            .acl(&name)
+                            .await?
+                            .into_iter()
+                            .find(|(id, _)| *id == who)
+                            .map(|(_, r)| r)
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    let new = acl::apply(&current, &rights);
+                    session.set_acl(&name, &who, &new).await?;
+                }
+                AclCommand::DeleteAcl(_, who) => session.set_acl(&name, &who, "").await?,
+                AclCommand::GetAcl(_) => {
+                    let entries = session.acl(&name).await?;
+                    l.extend_from_slice(b"* ACL ");
+                    encode::mailbox(&mut l, &wire);
+                    let owner = owner_of(&name, session.user());
+                    if !entries.iter().any(|(id, _)| *id == owner) {
+                        l.push(b' ');
+                        encode::string(&mut l, owner.as_bytes());
+                        l.extend_from_slice(format!(" {}", acl::ALL_RIGHTS).as_bytes());
+                    }
+                    for (id, rights) in entries {
+                        l.push(b' ');
+                        encode::string(&mut l, id.as_bytes());
+                        l.push(b' ');
+                        encode::string(&mut l, rights.as_bytes());
+                    }
+                    l.extend_from_slice(b"\r\n");
+                }
+                AclCommand::ListRights(_, who) => {
+                    // Must be able to administer the folder to ask.
+                    session.acl(&name).await?;
+                    l.extend_from_slice(b"* LISTRIGHTS ");
+                    encode::mailbox(&mut l, &wire);
+                    l.push(b' ');
+                    encode::string(&mut l, who.as_bytes());
+                    if who == owner_of(&name, session.user()) {
+                        l.extend_from_slice(format!(" {}", acl::ALL_RIGHTS).as_bytes());
+                    } else {
+                        l.extend_from_slice(b" \"\" l r s w i p k x t e a");
+                    }
+                    l.extend_from_slice(b"\r\n");
+                }
+                AclCommand::MyRights(_) => {
+                    let rights = session.my_rights(&name).await?;
+                    l.extend_from_slice(b"* MYRIGHTS ");
+                    encode::mailbox(&mut l, &wire);
+                    l.push(b' ');
+                    encode::string(&mut l, rights.as_bytes());
+                    l.extend_from_slice(b"\r\n");
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.out.extend_from_slice(&l);
+                self.tagged(tag, "OK completed");
+            }
+            Err(e) => self.tagged(tag, &store_error(&e)),
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- messages
+
+    /// The UIDs a set names, in sequence order (sequence numbers out of range are skipped).
+    fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<u32> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let uids = sel.folder.uids();
+        if *set == SeqSet::Saved {
+            let saved: HashSet<u32> = self.saved.iter().copied().collect();
+            return uids.iter().copied().filter(|u| saved.contains(u)).collect();
+        }
+        let mut out: Vec<u32> = Vec::new();
+        if uid {
+            let star = uids.last().copied().unwrap_or(0);
+            for (a, b) in set.resolve(star) {
+                let lo = uids.partition_point(|&u| u < a);
+                let hi = uids.partition_point(|&u| u <= b);
+                out.extend_from_slice(&uids[lo..hi]);
+            }
+        } else {
+            let star = uids.len() as u32;
+            for (a, b) in set.resolve(star) {
+                let a = a.max(1) as usize;
+                let b = (b as usize).min(uids.len());
+                if a <= b {
+                    out.extend_from_slice(&uids[a - 1..b]);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn search_key(&self, s: &Search) -> Result<SearchKey, String> {
+        let sel = self.selected.as_ref().ok_or("no mailbox selected")?;
+        let uids = sel.folder.uids();
+        let set_of = |v: &[(u32, u32)]| {
+            let mut n = NumberSet::new();
+            for &(a, b) in v {
+                n.push(a, b);
+            }
+            n
+        };
+        let saved = || {
+            let mut n = NumberSet::new();
+            for &u in &self.saved {
+                n.push(u, u);
+            }
+            SearchKey::Uid(n)
+        };
+        Ok(match s {
+            Search::All | Search::SaveDateSupported => SearchKey::All,
+            Search::Seq(SeqSet::Saved) | Search::Uid(SeqSet::Saved) => saved(),
+            Search::Seq(set) => SearchKey::Seq(set_of(&set.resolve(uids.len() as u32))),
+            Search::Uid(set) => {
+                SearchKey::Uid(set_of(&set.resolve(uids.last().copied().unwrap_or(0))))
+            }
+            Search::Flag(f, on) => {
+                let f = Flag::parse(f).map_err(|e| e.to_string())?;
+                if *on {
+                    SearchKey::Flag(f)
+                } else {
+                    SearchKey::NotFlag(f)
+                }
+            }
+            Search::Recent => SearchKey::Recent,
+            Search::New => SearchKey::New,
+            Search::Old => SearchKey::Old,
+            Search::Before(d) => SearchKey::Before(*d),
+            Search::On(d) => SearchKey::On(*d),
+            Search::Since(d) => SearchKey::Since(*d),
+            Search::SentBefore(d) => SearchKey::SentBefore(*d),
+            Search::SentOn(d) => SearchKey::SentOn(*d),
+            Search::SentSince(d) => SearchKey::SentSince(*d),
+            Search::SaveDateBefore(d) => SearchKey::SaveDateBefore(*d),
+            Search::SaveDateOn(d) => SearchKey::SaveDateOn(*d),
+            Search::SaveDateSince(d) => SearchKey::SaveDateSince(*d),
+            Search::Younger(s) => SearchKey::Younger(*s),
+            Search::Older(s) => SearchKey::Older(*s),
+            Search::Larger(n) => SearchKey::Larger(*n),
+            Search::Smaller(n) => SearchKey::Smaller(*n),
+            Search::Header(f, v) => SearchKey::Header(f.clone(), v.clone()),
+            Search::Body(t) => SearchKey::Body(t.clone()),
+            Search::Text(t) => SearchKey::Text(t.clone()),
+            Search::ModSeq(m) => SearchKey::ModSeq(*m),
+            Search::EmailId(id) => {
+                let mut n = NumberSet::new();
+                if let Some(u) = parse_email_id(id, sel.folder.uidvalidity()) {
+                    n.push(u, u);
+                }
+                SearchKey::Uid(n)
+            }
+            // Threads have no ids here (THREADID is NIL): nothing matches.
+            Search::ThreadId(_) => SearchKey::Uid(NumberSet::new()),
+            Search::Not(k) => SearchKey::Not(Box::new(self.search_key(k)?)),
+            Search::Or(a, b) => {
+                SearchKey::Or(Box::new(self.search_key(a)?), Box::new(self.search_key(b)?))
+            }
+            Search::And(v) => SearchKey::And(
+                v.iter()
+                    .map(|k| self.search_key(k))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    async fn run_search(&mut self, tag: &str, key: &Search) -> Step<Option<Vec<u32>>> {
+        let k = match self.search_key(key) {
+            Ok(k) => k,
+            Err(e) => {
+                self.tagged(tag, &format!("BAD {e}"));
+                return Ok(None);
+            }
+        };
+        match self.sel().folder.search(&k).await {
+            Ok(u) => Ok(Some(u)),
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        ret: Option<ReturnOptions>,
+        key: &Search,
+    ) -> Step {
+        let Some(uids) = self.run_search(tag, key).await? else {
+            return Ok(());
+        };
+        let has_modseq = contains_modseq(key);
+        if has_modseq {
+            self.enabled.condstore = true;
+        }
+        let modseq = if has_modseq && !uids.is_empty() {
+            match self.sel().folder.fetch_meta(&uids).await {
+                Ok(m) => m.iter().map(|m| m.modseq).max(),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let nums: Vec<u32> = if uid {
+            uids.clone()
+        } else {
+            let f = &self.sel().folder;
+            let mut v: Vec<u32> = uids.iter().filter_map(|&u| f.seq_of(u)).collect();
+            v.sort_unstable();
+            v
+        };
+        let ret = match ret {
+            Some(r) => Some(r),
+            None if self.enabled.rev2 => Some(ReturnOptions {
+                all: true,
+                ..Default::default()
+            }),
+            None => None,
+        };
+        match ret {
+            Some(r) => {
+                if r.save {
+                    self.saved = uids.clone();
+                }
+                if r.min || r.max || r.all || r.count {
+                    let l = esearch::response(tag, uid, &r, &nums, modseq);
+                    self.line(&l);
+                }
+            }
+            None => {
+                let mut l = String::from("* SEARCH");
+                for n in &nums {
+                    l.push_str(&format!(" {n}"));
+                }
+                if let Some(m) = modseq {
+                    l.push_str(&format!(" (MODSEQ {m})"));
+                }
+                self.line(&l);
+            }
+        }
+        self.updates(uid).await?;
+        self.tagged(tag, "OK SEARCH completed");
+        Ok(())
+    }
+
+    async fn sort(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        criteria: &[(bool, parse::SortKey)],
+        key: &Search,
+    ) -> Step {
+        let Some(uids) = self.run_search(tag, key).await? else {
+            return Ok(());
+        };
+        let items = match self.sort_items(&uids).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let sorted = crate::order::sort(items, criteria);
+        let f = &self.sel().folder;
+        let nums: Vec<String> = sorted
+            .iter()
+            .filter_map(|&u| if uid { Some(u) } else { f.seq_of(u) })
+            .map(|n| n.to_string())
+            .collect();
+        let l = format!("* SORT {}", nums.join(" "));
+        self.line(l.trim_end());
+        self.updates(uid).await?;
+        self.tagged(tag, "OK SORT completed");
+        Ok(())
+    }
+
+    async fn sort_items(&mut self, uids: &[u32]) -> Result<Vec<crate::order::Item>, ClientError> {
+        let folder = &self.sel().folder;
+        let metas = folder.fetch_meta(uids).await?;
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            let st = folder.structure(m.uid).await?;
+            out.push(crate::order::Item::new(&m, &st));
+        }
+        Ok(out)
+    }
+
+    async fn thread(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        algorithm: parse::ThreadAlgorithm,
+        key: &Search,
+    ) -> Step {
+        let Some(uids) = self.run_search(tag, key).await? else {
+            return Ok(());
+        };
+        let items = match self.sort_items(&uids).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let threads = crate::order::thread(items, algorithm);
+        let f = &self.sel().folder;
+        let map = |u: u32| if uid { u } else { f.seq_of(u).unwrap_or(0) };
+        let l = format!("* THREAD {}", crate::order::format_threads(&threads, &map));
+        self.line(l.trim_end());
+        self.updates(uid).await?;
+        self.tagged(tag, "OK THREAD completed");
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        op: StoreOp,
+        silent: bool,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Step {
+        if unchanged_since.is_some() {
+            self.enabled.condstore = true;
+        }
+        let mut parsed = Vec::new();
+        for f in flags {
+            if f.eq_ignore_ascii_case("\\Recent") {
+                continue;
+            }
+            match Flag::parse(f) {
+                Ok(f) => parsed.push(f),
+                Err(e) => {
+                    self.tagged(tag, &format!("BAD {e}"));
+                    return Ok(());
+                }
+            }
+        }
+        let uids = self.resolve(set, uid);
+        let op = match op {
+            StoreOp::Add => FlagOp::Add,
+            StoreOp::Remove => FlagOp::Remove,
+            StoreOp::Replace => FlagOp::Replace,
+        };
+        let r = self
+            .sel()
+            .folder
+            .store_flags(&uids, op, &parsed, unchanged_since)
+            .await;
+        let result = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        let modified: HashSet<u32> = result.modified.iter().copied().collect();
+        if !silent || self.enabled.condstore {
+            let want: Vec<u32> = if silent {
+                result.changed.iter().map(|c| c.0).collect()
+            } else {
+                uids.iter()
+                    .copied()
+                    .filter(|u| !modified.contains(u))
+                    .collect()
+            };
+            let metas = self
+                .sel()
+                .folder
+                .fetch_meta(&want)
+                .await
+                .unwrap_or_default();
+            let rev2 = self.enabled.rev2;
+            let condstore = self.enabled.condstore;
+            let mut lines = Vec::new();
+            let f = &self.sel().folder;
+            for m in metas {
+                let Some(seq) = f.seq_of(m.uid) else { continue };
+                let mut l = format!("* {seq} FETCH (");
+                let mut parts = Vec::new();
+                if !silent {
+                    parts.push(format!(
+                        "FLAGS {}",
+                        flags_str(&m.flags, f.is_recent(m.uid) && !rev2)
+                    ));
+                }
+                if uid {
+                    parts.push(format!("UID {}", m.uid));
+                }
+                if condstore {
+                    parts.push(format!("MODSEQ ({})", m.modseq));
+                }
+                l.push_str(&parts.join(" "));
+                l.push(')');
+                lines.push(l);
+            }
+            for l in lines {
+                self.line(&l);
+            }
+        }
+        self.updates(uid).await?;
+        if modified.is_empty() {
+            self.tagged(tag, "OK STORE completed");
+        } else {
+            let f = &self.sel().folder;
+            let nums: Vec<u32> = if uid {
+                result.modified.clone()
+            } else {
+                result
+                    .modified
+                    .iter()
+                    .filter_map(|&u| f.seq_of(u))
+                    .collect()
+            };
+            self.tagged(
+                tag,
+                &format!(
+                    "OK [MODIFIED {}] conditional STORE failed for some",
+                    compact_set(&nums)
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn copy(&mut self, tag: &str, uid: bool, set: &SeqSet, raw: &[u8], mv: bool) -> Step {
+        let Some(dest) = self.mailbox_name(tag, raw) else {
+            return Ok(());
+        };
+        let uids = self.resolve(set, uid);
+        if uids.is_empty() {
+            self.updates(uid || mv).await?;
+            self.tagged(tag, "OK nothing to do");
+            return Ok(());
+        }
+        let session = self.sess();
+        let from = self.sel().folder.name().to_owned();
+        if mv && self.sel().folder.read_only() {
+            self.tagged(tag, "NO [READ-ONLY] mailbox is read-only");
+            return Ok(());
+        }
+        let r = if mv {
+            session.move_messages(&from, &uids, &dest).await
+        } else {
+            session.copy(&from, &uids, &dest).await
+        };
+        match r {
+            Ok(c) => {
+                let src: Vec<u32> = c.map.iter().map(|p| p.0).collect();
+                let dst: Vec<u32> = c.map.iter().map(|p| p.1).collect();
+                let code = format!(
+                    "COPYUID {} {} {}",
+                    c.uidvalidity,
+                    compact_set(&src),
+                    compact_set(&dst)
+                );
+                if mv {
+                    self.line(&format!("* OK [{code}] moved"));
+                    self.updates(true).await?;
+                    self.tagged(tag, "OK MOVE completed");
+                } else {
+                    self.updates(uid).await?;
+                    self.tagged(tag, &format!("OK [{code}] COPY completed"));
+                }
+            }
+            Err(ClientError::NoSuchMailbox(m)) if m.contains(&dest) || m.contains("user/") => {
+                self.tagged(tag, &format!("NO [TRYCREATE] no such mailbox: {dest}"))
+            }
+            Err(e) => self.tagged(tag, &store_error(&e)),
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        mut atts: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> Step {
+        if changed_since.is_some() || atts.contains(&FetchAtt::ModSeq) {
+            self.enabled.condstore = true;
+        }
+        if vanished && !self.enabled.qresync {
+            self.tagged(tag, "BAD VANISHED needs QRESYNC enabled");
+            return Ok(());
+        }
+        if uid && !atts.contains(&FetchAtt::Uid) {
+            atts.insert(0, FetchAtt::Uid);
+        }
+        if changed_since.is_some() && !atts.contains(&FetchAtt::ModSeq) {
+            atts.push(FetchAtt::ModSeq);
+        }
+        let uids = self.resolve(set, uid);
+        if let (true, Some(cs)) = (vanished, changed_since) {
+            let v = self
+                .sel()
+                .folder
+                .vanished_since(cs)
+                .await
+                .unwrap_or_default();
+            let ranges = set.resolve(self.sel().folder.uidnext());
+            let v: Vec<u32> = v
+                .into_iter()
+                .filter(|&u| ranges.iter().any(|&(a, b)| a <= u && u <= b))
+                .collect();
+            if !v.is_empty() {
+                self.line(&format!("* VANISHED (EARLIER) {}", compact_set(&v)));
+            }
+        }
+        let sets_seen = atts.iter().any(|a| match a {
+            FetchAtt::Section { peek, .. } => !peek,
+            FetchAtt::Rfc822 | FetchAtt::Rfc822Text => true,
+            _ => false,
+        });
+        let needs_structure = atts.iter().any(|a| {
+            matches!(
+                a,
+                FetchAtt::Envelope
+                    | FetchAtt::BodyStructure
+                    | FetchAtt::Body
+                    | FetchAtt::Section { .. }
+                    | FetchAtt::Rfc822Header
+                    | FetchAtt::Rfc822Text
+                    | FetchAtt::Preview
+            )
+        });
+        let mut metas = match self.sel().folder.fetch_meta(&uids).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.tagged(tag, &store_error(&e));
+                return Ok(());
+            }
+        };
+        if let Some(cs) = changed_since {
+            metas.retain(|m| m.modseq > cs);
+        }
+        let mut seen_set: HashSet<u32> = HashSet::new();
+        if sets_seen && !self.sel().folder.read_only() {
+            let unseen: Vec<u32> = metas
+                .iter()
+                .filter(|m| !m.flags.is_seen())
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                match self
+                    .sel()
+                    .folder
+                    .store_flags(&unseen, FlagOp::Add, &[Flag::Seen], None)
+                    .await
+                {
+                    Ok(r) => {
+                        for (u, flags, modseq) in r.changed {
+                            if let Some(m) = metas.iter_mut().find(|m| m.uid == u) {
+                                m.flags = flags;
+                                m.modseq = modseq;
+                            }
+                            seen_set.insert(u);
+                        }
+                    }
+                    Err(e) => warn!("setting \\Seen: {e}"),
+                }
+            }
+        }
+        let mut failed = None;
+        for m in &metas {
+            let structure = if needs_structure {
+                match self.sel().folder.structure(m.uid).await {
+                    Ok(s) => Some(s),
+                    Err(ClientError::NoSuchMessage(_)) => continue,
+                    Err(e) => {
+                        failed = Some(store_error(&e));
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            match self
+                .fetch_one(m, structure.as_ref(), &atts, seen_set.contains(&m.uid))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    failed = Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
+                }
+                Err(e) => {
+                    failed = Some(store_error(&e));
+                    break;
+                }
+            }
+            if self.out.len() > OUT_CHUNK {
+                self.flush_out().await?;
+            }
+        }
+        self.updates(uid).await?;
+        match failed {
+            Some(f) => self.tagged(tag, &f),
+            None => self.tagged(tag, "OK FETCH completed"),
+        }
+        Ok(())
+    }
+
+    /// One `* n FETCH (...)` response. `Ok(false)` when a BINARY part had an unknown encoding.
+    async fn fetch_one(
+        &mut self,
+        m: &MessageMeta,
+        st: Option<&MessageStructure>,
+        atts: &[FetchAtt],
+        seen_now: bool,
+    ) -> Result<bool, ClientError> {
+        let rev2 = self.enabled.rev2;
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or(ClientError::NoSuchMessage(m.uid))?;
+        let f = &sel.folder;
+        let Some(seq) = f.seq_of(m.uid) else {
+            return Ok(true);
+        };
+        let mut o = format!("* {seq} FETCH (").into_bytes();
+        let mut first = true;
+        let mut ok = true;
+        let mut sep = |o: &mut Vec<u8>| {
+            if !first {
+                o.push(b' ');
+            }
+            first = false;
+        };
+        let recent = f.is_recent(m.uid) && !rev2;
+        let mut flags_sent = false;
+        for a in atts {
+            sep(&mut o);
+            match a {
+                FetchAtt::Flags => {
+                    flags_sent = true;
+                    o.extend_from_slice(
+                        format!("FLAGS {}", flags_str(&m.flags, recent)).as_bytes(),
+                    );
+                }
+                FetchAtt::Uid => o.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
+                FetchAtt::InternalDate => o.extend_from_slice(
+                    format!("INTERNALDATE {}", encode::internal_date(m.internal_date)).as_bytes(),
+                ),
+                FetchAtt::SaveDate => o.extend_from_slice(
+                    format!("SAVEDATE {}", encode::internal_date(m.save_date)).as_bytes(),
+                ),
+                FetchAtt::Size => o.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
+                FetchAtt::ModSeq => {
+                    o.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
+                }
+                FetchAtt::EmailId => o.extend_from_slice(
+                    format!("EMAILID ({})", email_id(f.uidvalidity(), m.uid)).as_bytes(),
+                ),
+                FetchAtt::ThreadId => o.extend_from_slice(b"THREADID NIL"),
+                FetchAtt::Envelope => {
+                    o.extend_from_slice(b"ENVELOPE ");
+                    if let Some(st) = st {
+                        encode::envelope(&mut o, &st.envelope);
+                    }
+                }
+                FetchAtt::BodyStructure | FetchAtt::Body => {
+                    let ext = *a == FetchAtt::BodyStructure;
+                    o.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                    if let Some(st) = st {
+                        encode::body_structure(&mut o, &st.body, ext);
+                    }
+                }
+                FetchAtt::Preview => {
+                    o.extend_from_slice(b"PREVIEW ");
+                    let p = st.map(|s| s.preview.as_bytes()).unwrap_or_default();
+                    encode::string(&mut o, p);
+                }
+                FetchAtt::Rfc822 => {
+                    let data = f.read_message(m.uid).await?;
+                    o.extend_from_slice(b"RFC822 ");
+                    encode::literal(&mut o, &data);
+                }
+                FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => {
+                    let Some(st) = st else { continue };
+                    let (name, r) = if *a == FetchAtt::Rfc822Header {
+                        ("RFC822.HEADER ", st.header_range())
+                    } else {
+                        ("RFC822.TEXT ", st.text_range())
+                    };
+                    let data = f.read_range(m.uid, r.start, r.end - r.start).await?;
+                    o.extend_from_slice(name.as_bytes());
+                    encode::literal(&mut o, &data);
+                }
+                FetchAtt::Section {
+                    kind,
+                    section,
+                    partial,
+                    ..
+                } => {
+                    let Some(st) = st else { continue };
+                    let data = section_data(f, m.uid, st, section, *kind).await?;
+                    let Some(data) = data else {
+                        ok = false;
+                        o.extend_from_slice(b"BODY[] NIL");
+                        continue;
+                    };
+                    let label = match kind {
+                        BodyKind::Body => "BODY",
+                        BodyKind::Binary => "BINARY",
+                        BodyKind::BinarySize => "BINARY.SIZE",
+                    };
+                    o.extend_from_slice(format!("{label}[{}]", section_spec(section)).as_bytes());
+                    if *kind == BodyKind::BinarySize {
+                        o.extend_from_slice(format!(" {}", data.len()).as_bytes());
+                        continue;
+                    }
+                    let slice: &[u8] = match partial {
+                        Some((origin, len)) => {
+                            o.extend_from_slice(format!("<{origin}>").as_bytes());
+                            let s = (*origin as usize).min(data.len());
+                            let e = s.saturating_add(*len as usize).min(data.len());
+                            &data[s..e]
+                        }
+                        None => &data,
+                    };
+                    o.push(b' ');
+                    if *kind == BodyKind::Binary && slice.contains(&0) {
+                        o.push(b'~');
+                    }
+                    encode::literal(&mut o, slice);
+                }
+            }
+        }
+        if seen_now && !flags_sent {
+            sep(&mut o);
+            o.extend_from_slice(format!("FLAGS {}", flags_str(&m.flags, recent)).as_bytes());
+        }
+        o.extend_from_slice(b")\r\n");
+        self.out.extend_from_slice(&o);
+        Ok(ok)
+    }
+
+    // ----------------------------------------------------------------- IDLE
+
+    async fn idle(&mut self, tag: &str) -> Step {
+        self.updates(true).await?;
+        self.line("+ idling");
+        self.flush_out().await?;
+        let mut watcher = self.selected.as_mut().and_then(|s| s.watcher.take());
+        let timeout = self.ctx.settings.idle_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            if let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
+                let done = String::from_utf8_lossy(&line)
+                    .trim()
+                    .eq_ignore_ascii_case("DONE");
+                break Ok(done);
+            }
+            if self.inbuf.len() > MAX_LINE {
+                break Ok(false);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let changed = async {
+                match watcher.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.fill(left) => match r {
+                    Ok(Some(())) => {}
+                    Ok(None) => {
+                        self.line("* BYE autologout: idle for too long");
+                        let _ = self.flush_out().await;
+                        break Err(Gone);
+                    }
+                    Err(g) => break Err(g),
+                },
+                r = changed => {
+                    if r.is_err() {
+                        watcher = None;
+                    }
+                    self.updates(true).await?;
+                    self.flush_out().await?;
+                }
+            }
+        };
+        if let (Some(s), Some(w)) = (self.selected.as_mut(), watcher) {
+            s.watcher = Some(w);
+        }
+        match result? {
+            true => {
+                self.updates(true).await?;
+                self.tagged(tag, "OK IDLE terminated");
+            }
+            false => self.tagged(tag, "BAD expected DONE"),
+        }
+        Ok(())
+    }
+}
+
+/// The bytes a body section names (before any partial range); `None` when BINARY meets an
+/// unknown transfer encoding.
+async fn section_data(
+    f: &SelectedFolder,
+    uid: u32,
+    st: &MessageStructure,
+    section: &parse::Section,
+    kind: BodyKind,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    let read = |r: std::ops::Range<u64>| f.read_range(uid, r.start, r.end.saturating_sub(r.start));
+    if section.part.is_empty() {
+        return Ok(Some(match &section.text {
+            None => f.read_message(uid).await?,
+            Some(SectionText::Header) => read(st.header_range()).await?,
+            Some(SectionText::Text) => read(st.text_range()).await?,
+            Some(SectionText::HeaderFields(fl)) => {
+                encode::header_fields(&read(st.header_range()).await?, fl, false)
+            }
+            Some(SectionText::HeaderFieldsNot(fl)) => {
+                encode::header_fields(&read(st.header_range()).await?, fl, true)
+            }
+            Some(SectionText::Mime) => Vec::new(),
+        }));
+    }
+    let Some(part) = st.part(&section.part) else {
+        return Ok(Some(Vec::new()));
+    };
+    let data = match &section.text {
+        None => {
+            let raw = read(part.body_range()).await?;
+            if kind == BodyKind::Body {
+                raw
+            } else {
+                match encode::decode_transfer(&part.encoding, &raw) {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+        }
+        Some(SectionText::Mime) => read(part.header_range()).await?,
+        Some(t) => {
+            // HEADER / TEXT of an encapsulated message.
+            let Some((_, body)) = part.encapsulated() else {
+                return Ok(Some(Vec::new()));
+            };
+            let header = body.header_start..body.body_start;
+            match t {
+                SectionText::Header => read(header).await?,
+                SectionText::Text => read(body.body_range()).await?,
+                SectionText::HeaderFields(fl) => {
+                    encode::header_fields(&read(header).await?, fl, false)
+                }
+                SectionText::HeaderFieldsNot(fl) => {
+                    encode::header_fields(&read(header).await?, fl, true)
+                }
+                SectionText::Mime => Vec::new(),
+            }
+        }
+    };
+    Ok(Some(data))
+}
+
+fn section_spec(s: &parse::Section) -> String {
+    let mut out: Vec<String> = s.part.iter().map(u32::to_string).collect();
+    if let Some(t) = &s.text {
+        out.push(match t {
+            SectionText::Header => "HEADER".into(),
+            SectionText::Text => "TEXT".into(),
+            SectionText::Mime => "MIME".into(),
+            SectionText::HeaderFields(f) => format!("HEADER.FIELDS ({})", quote_fields(f)),
+            SectionText::HeaderFieldsNot(f) => format!("HEADER.FIELDS.NOT ({})", quote_fields(f)),
+        });
+    }
+    out.join(".")
+}
+
+fn quote_fields(f: &[String]) -> String {
+    f.iter()
+        .map(|x| {
+            let mut v = Vec::new();
+            encode::mailbox(&mut v, x);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn flags_str(f: &store_client::Flags, recent: bool) -> String {
+    let mut v: Vec<String> = f.to_vec().iter().map(ToString::to_string).collect();
+    if recent {
+        v.push("\\Recent".into());
+    }
+    format!("({})", v.join(" "))
+}
+
+fn flag_list_with(keywords: &[String], permanent: bool) -> String {
+    let mut v = vec!["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+    v.extend(keywords.iter().map(String::as_str));
+    if permanent {
+        v.push("\\*");
+    }
+    format!("({})", v.join(" "))
+}
+
+fn quota_line(q: &store_client::Quota) -> String {
+    let mut res = Vec::new();
+    if let Some(l) = q.storage_limit {
+        res.push(format!("STORAGE {} {}", q.storage_used / 1024, l / 1024));
+    }
+    if let Some(l) = q.message_limit {
+        res.push(format!("MESSAGE {} {l}", q.messages_used));
+    }
+    let mut root = Vec::new();
+    encode::string(&mut root, q.root.as_bytes());
+    format!(
+        "* QUOTA {} ({})",
+        String::from_utf8_lossy(&root),
+        res.join(" ")
+    )
+}
+
+/// `inbox` in any case is INBOX (RFC 9051 5.1), also as the first level of a path.
+fn normalise_inbox(name: &str) -> String {
+    if name.len() >= 5 && name[..5].eq_ignore_ascii_case("INBOX") {
+        let rest = &name[5..];
+        if rest.is_empty() || rest.starts_with('/') {
+            return format!("INBOX{rest}");
+        }
+    }
+    name.to_owned()
+}
+
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // dp[j]: pattern prefix i matches name prefix j.
+    let mut dp = vec![false; n.len() + 1];
+    dp[0] = true;
+    for &pc in &p {
+        let mut next = vec![false; n.len() + 1];
+        match pc {
+            '*' => {
+                let mut any = false;
+                for j in 0..=n.len() {
+                    any |= dp[j];
+                    next[j] = any;
+                }
+            }
+            '%' => {
+                for j in 0..=n.len() {
+                    if dp[j] {
+                        next[j] = true;
+                        let mut k = j;
+                        while k < n.len() && n[k] != '/' {
+                            k += 1;
+                            next[k] = true;
+                        }
+                    }
+                }
+            }
+            c => {
+                for j in 0..n.len() {
+                    if dp[j] && n[j] == c {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+        }
+        dp = next;
+    }
+    dp[n.len()]
+}
+
+fn owner_of(name: &str, me: &str) -> String {
+    match name.strip_prefix(store_client::SHARED_PREFIX) {
+        Some(rest) => rest.split('/').next().unwrap_or(me).to_owned(),
+        None => me.to_owned(),
+    }
+}
+
+fn contains_modseq(s: &Search) -> bool {
+    match s {
+        Search::ModSeq(_) => true,
+        Search::Not(k) => contains_modseq(k),
+        Search::Or(a, b) => contains_modseq(a) || contains_modseq(b),
+        Search::And(v) => v.iter().any(contains_modseq),
+        _ => false,
+    }
+}
+
+/// OBJECTID (RFC 8474): a folder's id from its UIDVALIDITY (kept across RENAME).
+fn mailbox_id(uidvalidity: u32) -> String {
+    format!("F{uidvalidity:08x}")
+}
+
+/// A message's id: unique within the store, as UIDVALIDITY values are.
+fn email_id(uidvalidity: u32, uid: u32) -> String {
+    format!("M{uidvalidity:08x}{uid:08x}")
+}
+
+fn parse_email_id(id: &str, uidvalidity: u32) -> Option<u32> {
+    let hex = id.strip_prefix('M')?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let v = u32::from_str_radix(&hex[..8], 16).ok()?;
+    let u = u32::from_str_radix(&hex[8..], 16).ok()?;
+    (v == uidvalidity).then_some(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*", "a/b"));
+        assert!(pattern_matches("%", "a"));
+        assert!(!pattern_matches("%", "a/b"));
+        assert!(pattern_matches("a/%", "a/b"));
+        assert!(pattern_matches("INBOX*", "INBOX/x"));
+        assert!(!pattern_matches("Sent", "Sent/x"));
+    }
+
+    #[test]
+    fn names_and_ids() {
+        assert_eq!(normalise_inbox("inbox"), "INBOX");
+        assert_eq!(normalise_inbox("Inbox/Sub"), "INBOX/Sub");
+        assert_eq!(normalise_inbox("Inboxes"), "Inboxes");
+        let id = email_id(7, 42);
+        assert_eq!(parse_email_id(&id, 7), Some(42));
+        assert_eq!(parse_email_id(&id, 8), None);
+        assert_eq!(owner_of("Other Users/bob/x", "joe"), "bob");
+    }
+}
