@@ -553,6 +553,37 @@ fn overlong_line_and_pipelining() {
     assert!(rest.is_empty());
 }
 
+/// The other direction: a POP session's deletions reach a session that has the folder
+/// selected (as IMAP does) as expunges after QUIT, and not before.
+#[test]
+fn pop_deletions_reach_a_selected_folder_after_quit() {
+    let dir = instance(&["joe"]);
+    let ids = deliver(dir.path(), "joe", &[msg(1), msg(2), msg(3)]);
+    let server = Server::start(dir.path(), &[]);
+    let rt = rt();
+    let client = rt.block_on(StoreClient::open(dir.path())).expect("store");
+    let session = rt.block_on(client.session_for("joe")).expect("session");
+    let mut inbox = rt.block_on(session.select("INBOX", false)).expect("select");
+    let mut c = server.raw();
+    assert!(c.cmd(b"USER joe\r\n").starts_with("+OK"));
+    assert!(c.cmd(b"PASS pw\r\n").starts_with("+OK"));
+    assert!(c.cmd(b"DELE 1\r\n").starts_with("+OK"));
+    assert!(c.cmd(b"DELE 3\r\n").starts_with("+OK"));
+    let before = rt.block_on(inbox.poll(true)).expect("poll");
+    assert!(
+        before.expunged.is_empty(),
+        "expunged before QUIT: {before:?}"
+    );
+    assert!(c.cmd(b"QUIT\r\n").starts_with("+OK"));
+    drop(c);
+    let after = rt.block_on(inbox.poll(true)).expect("poll");
+    let mut vanished = after.vanished.clone();
+    vanished.sort_unstable();
+    assert_eq!(vanished, vec![ids[0].1, ids[2].1], "{after:?}");
+    assert_eq!(after.expunged.len(), 2);
+    assert_eq!(inbox.uids(), &[ids[1].1]);
+}
+
 #[test]
 fn imap_side_expunge_during_a_session() {
     let dir = instance(&["joe"]);
