@@ -326,6 +326,36 @@ pub static PARAMS: &[ParamSpec] = &[
         "dbdata/snapshots",
         "Where database snapshots are written: absolute, or relative to the store directory.",
     ),
+    p(
+        "local.store.checkpointinterval",
+        int(1, 3600, Unit::Seconds),
+        "60",
+        "Seconds between stored's database checkpoints (stamp mboxlist/stored.ckp).",
+    ),
+    p(
+        "local.store.logcleanupinterval",
+        int(1, 86400, Unit::Seconds),
+        "300",
+        "Seconds between stored's database log cleanups (stamp mboxlist/stored.lcu).",
+    ),
+    p(
+        "local.store.peruserinterval",
+        int(1, 86400, Unit::Seconds),
+        "3600",
+        "Seconds between stored's write-outs of per-user data (stamp mboxlist/stored.per).",
+    ),
+    p(
+        "local.store.cleanupinterval",
+        int(1, 86400, Unit::Seconds),
+        "3600",
+        "Seconds between stored's passes erasing expunged messages past local.store.expungegrace.",
+    ),
+    p(
+        "local.store.metricsport",
+        int(0, 65535, Unit::Count),
+        "0",
+        "Port on 127.0.0.1 where stored serves Prometheus metrics at /metrics; 0 = off.",
+    ),
     // --- Server identity ---
     p(
         "local.serveruid",
@@ -513,6 +543,12 @@ pub static PARAMS: &[ParamSpec] = &[
         "1",
         "1 = gzip dynamic HTTP responses for clients that accept it.",
     ),
+    p(
+        "local.service.http.smtprelay",
+        Kind::Str { allow_empty: true },
+        "",
+        "host:port of the SMTP relay JMAP EmailSubmission sends through; empty = no sending.",
+    ),
     // --- Logging, per service ---
     p(
         "logfile.<service>.logdir",
@@ -567,6 +603,11 @@ pub mod names {
     pub const SNAPSHOT_INTERVAL: &str = "local.store.snapshotinterval";
     pub const SNAPSHOT_DIRS: &str = "local.store.snapshotdirs";
     pub const SNAPSHOT_PATH: &str = "local.store.snapshotpath";
+    pub const CHECKPOINT_INTERVAL: &str = "local.store.checkpointinterval";
+    pub const LOG_CLEANUP_INTERVAL: &str = "local.store.logcleanupinterval";
+    pub const PERUSER_INTERVAL: &str = "local.store.peruserinterval";
+    pub const CLEANUP_INTERVAL: &str = "local.store.cleanupinterval";
+    pub const METRICS_PORT: &str = "local.store.metricsport";
     pub const SERVER_UID: &str = "local.serveruid";
     pub const SERVER_GID: &str = "local.servergid";
     pub const LISTEN_ADDR: &str = "service.listenaddr";
@@ -602,6 +643,7 @@ pub mod names {
     pub const LMTP_FD_PER_SESSION: &str = "local.service.lmtp.fdpersession";
     pub const HTTP_GZIP_STATIC: &str = "local.service.http.gzip.static";
     pub const HTTP_GZIP_DYNAMIC: &str = "local.service.http.gzip.dynamic";
+    pub const HTTP_SMTP_RELAY: &str = "local.service.http.smtprelay";
 
     /// `store.partition.<partition>.path`.
     pub fn partition_path(partition: &str) -> String {

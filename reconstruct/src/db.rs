@@ -144,6 +144,22 @@ pub fn fix_mailboxes(
     only_user: Option<&UserName>,
     check_only: bool,
 ) -> DbOutcome {
+    fix_mailboxes_settled(db, partitions, only_partition, only_user, check_only, None)
+}
+
+/// `fix_mailboxes`, leaving alone folder directories whose `store.meta` was written at or
+/// after `servers_started`: those were created by running servers, which add their own
+/// database entries (a folder's files come before its entry, and adding the entry under its
+/// creator would make the creation fail). For a resync while servers run (stored's, after a
+/// snapshot restore).
+pub fn fix_mailboxes_settled(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    only_partition: Option<&str>,
+    only_user: Option<&UserName>,
+    check_only: bool,
+    servers_started: Option<std::time::SystemTime>,
+) -> DbOutcome {
     let mut out = DbOutcome::default();
     let mut touched_roots = BTreeSet::new();
     let entries = match db.list_all() {
@@ -213,6 +229,14 @@ pub fn fix_mailboxes(
                         continue;
                     }
                     None => {}
+                }
+                if let Some(started) = servers_started {
+                    let live = std::fs::metadata(dir.join(META))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= started);
+                    if live {
+                        continue;
+                    }
                 }
                 let entry = entry_from_dir(&name, pname, &dir);
                 out.changes += 1;

@@ -1,0 +1,417 @@
+//! Startup analysis and recovery of the mailbox database (seed 20.14.2).
+//!
+//! Before the database is opened for service: check the write-ahead log's header, open the
+//! database (SQLite replays its log), run `PRAGMA quick_check`, check the schema and read every
+//! table, then compare it with the folders on disk (`reconstruct -m -n` through its library).
+//! Repairs go in order of cost:
+//! 1. SQLite's own log replay (nothing else to do);
+//! 2. a damaged log is removed ("Removing extra database logs ...") and what it held is
+//!    resynced from the folders;
+//! 3. a damaged database is set aside in `mboxlist/removed/` (only when the copy there is
+//!    more than a week old, so the original damage is not overwritten by later startups) and
+//!    the newest snapshot that verifies is restored ("Recovering database from snapshot ...");
+//!    a newer snapshot that does not verify is refused;
+//! 4. with no usable snapshot, a new database is built from the folders before startup ends.
+//!
+//! The resync after 2 and 3 runs in the background once the other services may start, and
+//! logs when it is done.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use msgstore::mboxdb::MailboxDb;
+use tracing::{info, warn};
+
+use crate::snapshot::{self, Snapshot};
+use crate::wal::{self, WalState};
+use crate::Paths;
+
+/// The seed's line after a snapshot restore.
+pub const MSG_FROM_SNAPSHOT: &str =
+    "Recovering database from snapshot. Run reconstruct -m soon after startup to resync redundant data";
+/// The seed's line after the database logs were removed.
+pub const MSG_EXTRA_LOGS: &str =
+    "Removing extra database logs. Run reconstruct -m soon after startup to resync redundant data";
+
+const WEEK: Duration = Duration::from_secs(7 * 86400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the mailbox database: {0}")]
+    Open(msgstore::StoreError),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError {
+    let path = path.to_path_buf();
+    move |source| RecoveryError::Io { what, path, source }
+}
+
+/// Why the database must be brought up to date from the folders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resync {
+    /// Restored from the snapshot taken at this time.
+    FromSnapshot { taken: i64 },
+    /// The database log was damaged and removed.
+    LogRemoved,
+    /// The database and the folders disagreed.
+    Disagreement { differences: usize },
+}
+
+/// What startup found and did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The database as found: `None` when it checked clean.
+    pub damage: Option<String>,
+    /// The log as found.
+    pub wal: Option<WalState>,
+    /// The snapshot restored.
+    pub restored: Option<String>,
+    /// Snapshots refused, with why.
+    pub refused: Vec<(String, String)>,
+    /// Built anew from the folders (no usable snapshot).
+    pub rebuilt: bool,
+    /// Where the bad database went (None: deleted, or none).
+    pub set_aside: Option<PathBuf>,
+    /// What must still be resynced (in the background).
+    pub resync: Option<Resync>,
+    /// What was resynced during startup.
+    pub resynced: Option<Resync>,
+    /// How long the analysis and recovery took.
+    pub elapsed: Duration,
+}
+
+/// Check the database file, opened read-write so that SQLite replays its log first. A file
+/// truncated to nothing opens as an empty database and fails on the missing tables.
+fn check_live(path: &Path) -> Result<(), String> {
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    c.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    snapshot::check_connection(&c)
+}
+
+/// Any folder directory (or message data) exists on a partition.
+fn spool_has_data(partitions: &BTreeMap<String, PathBuf>) -> bool {
+    partitions.values().any(|p| {
+        std::fs::read_dir(p)
+            .map(|mut rd| rd.next().is_some())
+            .unwrap_or(false)
+    })
+}
+
+fn remove_if_exists(p: &Path) -> Result<(), RecoveryError> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", p)(e)),
+    }
+}
+
+/// Move the bad database (and its log) into `removed/` when the copy there is more than a
+/// week old or absent; otherwise delete it.
+fn set_aside(paths: &Paths) -> Result<Option<PathBuf>, RecoveryError> {
+    let target = paths.removed.join(crate::DB_FILE);
+    let old_enough = match std::fs::metadata(&target).and_then(|m| m.modified()) {
+        Ok(t) => SystemTime::now()
+            .duration_since(t)
+            .is_ok_and(|age| age > WEEK),
+        Err(_) => true,
+    };
+    let files = [
+        (paths.db.clone(), target.clone()),
+        (
+            paths.wal(),
+            paths.removed.join(format!("{}-wal", crate::DB_FILE)),
+        ),
+    ];
+    if old_enough {
+        std::fs::create_dir_all(&paths.removed).map_err(io_err("create", &paths.removed))?;
+        remove_if_exists(&files[1].1)?;
+        for (from, to) in &files {
+            match std::fs::rename(from, to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("move", from)(e)),
+            }
+            // The copy's age is the time it was set aside, not its last write.
+            let _ = crate::touch(to);
+        }
+        remove_if_exists(&paths.shm())?;
+        Ok(Some(target))
+    } else {
+        for (from, _) in &files {
+            remove_if_exists(from)?;
+        }
+        remove_if_exists(&paths.shm())?;
+        Ok(None)
+    }
+}
+
+/// Copy a snapshot's database into place (temp file, fsync, rename).
+fn install_snapshot(s: &Snapshot, paths: &Paths) -> Result<(), RecoveryError> {
+    let tmp = paths.dbdir.join(".mboxlist.db.restore");
+    std::fs::copy(s.db(), &tmp).map_err(io_err("copy", &s.db()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("sync", &tmp))?;
+    remove_if_exists(&paths.wal())?;
+    remove_if_exists(&paths.shm())?;
+    std::fs::rename(&tmp, &paths.db).map_err(io_err("rename", &tmp))?;
+    msgstore::fsutil::sync_dir(&paths.dbdir).map_err(io_err("sync", &paths.dbdir))
+}
+
+/// Analyse and, if needed, recover the database; returns it open, with what was done.
+/// Every finding goes to the log (facility Store) as it is made.
+pub fn startup(
+    paths: &Paths,
+    partitions: &BTreeMap<String, PathBuf>,
+) -> Result<(MailboxDb, Outcome), RecoveryError> {
+    let started = Instant::now();
+    let mut out = Outcome::default();
+    std::fs::create_dir_all(&paths.dbdir).map_err(io_err("create", &paths.dbdir))?;
+    remove_if_exists(&paths.dbdir.join(".mboxlist.db.restore"))?;
+    match snapshot::remove_incomplete(&paths.snapshots) {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            facility = "Store",
+            "Removed {n} incomplete snapshot(s) left by an interrupted snapshot"
+        ),
+        Err(e) => warn!(
+            facility = "Store",
+            "Cannot clean the snapshot directory: {e}"
+        ),
+    }
+
+    // 1. The log, before SQLite silently ignores a damaged one.
+    let wal_state = wal::analyse(&paths.wal()).map_err(io_err("read", &paths.wal()))?;
+    match &wal_state {
+        WalState::Damaged { bytes, reason } => {
+            warn!(
+                facility = "Store",
+                "Database log {} is damaged ({reason}, {bytes} bytes): the transactions in it are lost",
+                paths.wal().display()
+            );
+            warn!(facility = "Store", "{MSG_EXTRA_LOGS}");
+            remove_if_exists(&paths.wal())?;
+            remove_if_exists(&paths.shm())?;
+            out.resync = Some(Resync::LogRemoved);
+        }
+        WalState::Valid {
+            bytes,
+            frames,
+            commits,
+        } if *frames > 0 => info!(
+            facility = "Store",
+            "Database log holds {commits} committed transaction(s) in {frames} frame(s), {bytes} bytes: replaying"
+        ),
+        _ => {}
+    }
+    out.wal = Some(wal_state);
+
+    // 2. The database itself.
+    let exists = paths.db.exists();
+    let damage = if exists {
+        check_live(&paths.db).err()
+    } else {
+        None
+    };
+    let snapshots = snapshot::list(&paths.snapshots).map_err(io_err("read", &paths.snapshots))?;
+    let must_recover = match &damage {
+        Some(why) => {
+            warn!(
+                facility = "Store",
+                "Mailbox database {} failed its check: {why}",
+                paths.db.display()
+            );
+            true
+        }
+        None if !exists && (!snapshots.is_empty() || spool_has_data(partitions)) => {
+            warn!(
+                facility = "Store",
+                "Mailbox database {} is missing",
+                paths.db.display()
+            );
+            true
+        }
+        None => false,
+    };
+    out.damage = damage
+        .clone()
+        .or_else(|| must_recover.then(|| "missing".to_owned()));
+
+    if must_recover {
+        if exists {
+            out.set_aside = set_aside(paths)?;
+            match &out.set_aside {
+                Some(p) => warn!(
+                    facility = "Store",
+                    "Moved the damaged database to {} for analysis",
+                    p.display()
+                ),
+                None => warn!(
+                    facility = "Store",
+                    "Removed the damaged database: {} holds a copy set aside less than a week ago, kept for analysis",
+                    paths.removed.display()
+                ),
+            }
+        } else {
+            remove_if_exists(&paths.wal())?;
+            remove_if_exists(&paths.shm())?;
+        }
+        for s in &snapshots {
+            match snapshot::verify(s) {
+                Ok(()) => {
+                    install_snapshot(s, paths)?;
+                    warn!(facility = "Store", "{MSG_FROM_SNAPSHOT}");
+                    info!(
+                        facility = "Store",
+                        "Restored snapshot {} ({})",
+                        s.name,
+                        s.dir.display()
+                    );
+                    out.restored = Some(s.name.clone());
+                    out.resync = Some(Resync::FromSnapshot { taken: s.taken });
+                    break;
+                }
+                Err(why) => {
+                    warn!(facility = "Store", "Refusing snapshot {}: {why}", s.name);
+                    out.refused.push((s.name.clone(), why));
+                }
+            }
+        }
+        if out.restored.is_none() {
+            warn!(
+                facility = "Store",
+                "No usable snapshot: building a new mailbox database from the folders"
+            );
+            out.rebuilt = true;
+        }
+    }
+
+    let db = MailboxDb::open(&paths.dbdir).map_err(RecoveryError::Open)?;
+    if out.rebuilt {
+        let r = resync(&db, partitions, None, None);
+        info!(
+            facility = "Store",
+            "Rebuilt the mailbox database from the folders: {} change(s), {} problem(s)",
+            r.changes,
+            r.failures
+        );
+        out.resync = None;
+    } else if out.resync.is_none() {
+        // 3. Agreement with the redundant data in the folders.
+        let check = reconstruct::db::fix_mailboxes(&db, partitions, None, None, true);
+        if check.changes > 0 {
+            warn!(
+                facility = "Store",
+                "Mailbox database and folders disagree: {} difference(s), first: {}",
+                check.changes,
+                check.lines.first().map_or("", String::as_str)
+            );
+            out.resync = Some(Resync::Disagreement {
+                differences: check.changes,
+            });
+        }
+    }
+    // What the log lost is a few recent changes: made good now, before any other service
+    // runs, so no server races the resync. (After a snapshot restore the resync can be long,
+    // and runs in the background once the services are up.)
+    if matches!(
+        out.resync,
+        Some(Resync::LogRemoved) | Some(Resync::Disagreement { .. })
+    ) {
+        let t = Instant::now();
+        let r = resync(&db, partitions, None, None);
+        log_resync_done(&r, t.elapsed());
+        out.resynced = out.resync.take();
+    }
+    out.elapsed = started.elapsed();
+    info!(
+        facility = "Store",
+        "Startup analysis done in {} ms: database {}{}",
+        out.elapsed.as_millis(),
+        match (&out.damage, &out.restored, out.rebuilt) {
+            (None, _, _) => "clean".to_owned(),
+            (Some(_), Some(s), _) => format!("restored from snapshot {s}"),
+            (Some(_), None, true) => "rebuilt from the folders".to_owned(),
+            (Some(d), None, false) => format!("damaged ({d})"),
+        },
+        match (&out.resync, &out.resynced) {
+            (Some(_), _) => "; resync from the folders pending",
+            (None, Some(_)) => "; resynced from the folders",
+            (None, None) => "",
+        }
+    );
+    Ok((db, out))
+}
+
+/// What a resync did.
+#[derive(Debug, Default)]
+pub struct ResyncOutcome {
+    pub changes: usize,
+    pub failures: usize,
+    pub lines: Vec<String>,
+}
+
+/// Log the end of a resync: Warning when it made everything good (so it sits next to the
+/// seed's lines asking for `reconstruct -m`), Error when something is left.
+pub fn log_resync_done(r: &ResyncOutcome, took: Duration) {
+    for l in r.lines.iter().take(20) {
+        info!(facility = "Store", "resync: {l}");
+    }
+    let msg = format!(
+        "Resync of the mailbox database from the folders done in {} ms: {} change(s), {} problem(s){}",
+        took.as_millis(),
+        r.changes,
+        r.failures,
+        if r.failures == 0 {
+            "; reconstruct -m is not needed"
+        } else {
+            "; run reconstruct -m"
+        }
+    );
+    if r.failures == 0 {
+        warn!(facility = "Store", "{msg}");
+    } else {
+        tracing::error!(facility = "Store", "{msg}");
+    }
+}
+
+/// Bring the database up to date from the folders (`reconstruct -m`, `-q`, `-l`) and the
+/// per-user data written out after `since` (seconds since the epoch). With servers running
+/// (started at `servers_started`), folders they created are theirs to enter.
+pub fn resync(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    since: Option<i64>,
+    servers_started: Option<SystemTime>,
+) -> ResyncOutcome {
+    let mut out = ResyncOutcome::default();
+    let m =
+        reconstruct::db::fix_mailboxes_settled(db, partitions, None, None, false, servers_started);
+    let q = reconstruct::db::fix_quotas(db, partitions, None, false);
+    let l = reconstruct::db::fix_rights(db, false);
+    for o in [m, q, l] {
+        out.changes += o.changes;
+        out.failures += o.failures;
+        out.lines.extend(o.lines);
+    }
+    match crate::periodic::restore_peruser(db, partitions, since) {
+        Ok(n) => out.changes += n,
+        Err(e) => {
+            out.failures += 1;
+            out.lines.push(format!("Cannot restore per-user data: {e}"));
+        }
+    }
+    out
+}

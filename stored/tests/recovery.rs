@@ -1,0 +1,351 @@
+//! Fault injection against the real `stored` (seed 20.14.2): each damage to the mailbox
+//! database, its log or its snapshots ends with a store that serves, the seed's log lines, and
+//! every message acknowledged before the fault readable after it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const SEED_SNAPSHOT: &str =
+    "Recovering database from snapshot. Run reconstruct -m soon after startup to resync redundant data";
+const SEED_LOGS: &str =
+    "Removing extra database logs. Run reconstruct -m soon after startup to resync redundant data";
+const RESYNC_DONE: &str = "Resync of the mailbox database from the folders done";
+
+/// Deliver to joe, take a snapshot, deliver to ann (folders the snapshot does not know),
+/// subscribe ann, wait for the per-user write-out, stop stored cleanly.
+fn store_with_snapshot(inst: &Instance) -> Vec<Delivered> {
+    let mut all = deliver(inst.root(), "joe", &["Work", "Work/2026"], 3);
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    inst.wait_log("taken and verified", 30);
+    all.extend(deliver(inst.root(), "ann", &["Projects"], 3));
+    {
+        let store = msgstore::Store::open(inst.root()).unwrap();
+        let ann = msgstore::UserName::new("ann").unwrap();
+        let p = msgstore::MailboxName::for_user(&ann, "Projects").unwrap();
+        store.subscribe(&ann, &p).unwrap();
+    }
+    // The per-user write-out runs every second here.
+    let file = ann_dir(inst.root()).join("store.peruser");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let hex: String = "user/ann/Projects"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&format!("s\t{hex}\n"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no per-user write-out"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.stop(), Some(0));
+    all
+}
+
+fn ann_dir(root: &Path) -> std::path::PathBuf {
+    let store = msgstore::Store::open(root).unwrap();
+    store
+        .user_dir(&msgstore::UserName::new("ann").unwrap(), None)
+        .unwrap()
+}
+
+fn ann_subscribed(root: &Path) -> Vec<String> {
+    let store = msgstore::Store::open(root).unwrap();
+    store
+        .subscriptions(&msgstore::UserName::new("ann").unwrap())
+        .unwrap()
+}
+
+const FAST: &str = "local.store.peruserinterval = 1\nlocal.store.cleanupinterval = 3600\n";
+
+/// Damage the database with `damage`, restart, and check the snapshot restore and resync.
+fn recovers_from_snapshot(damage: impl FnOnce(&Path)) -> Instance {
+    let inst = Instance::new(FAST);
+    let delivered = store_with_snapshot(&inst);
+    damage(&inst.db());
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(log.contains("failed its check"), "{log}");
+    assert!(
+        log.contains(&format!("Store Warning: {SEED_SNAPSHOT}")),
+        "{log}"
+    );
+    assert!(log.contains("Moved the damaged database to"), "{log}");
+    assert!(inst.dbdir().join("removed/mboxlist.db").exists());
+    assert_readable(inst.root(), &delivered);
+    assert!(ann_subscribed(inst.root()).contains(&"user/ann/Projects".to_owned()));
+    assert_eq!(s.stop(), Some(0));
+    inst
+}
+
+#[test]
+fn truncated_database_is_restored_from_the_snapshot_and_resynced() {
+    let inst = recovers_from_snapshot(|db| {
+        let len = std::fs::metadata(db).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(db)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    });
+    // A second damage within the week: the copy in removed/ is kept for analysis.
+    std::fs::write(inst.db(), b"").unwrap();
+    let s = inst.start(&[]);
+    let log = inst.wait_log("holds a copy set aside less than a week ago", 30);
+    assert_eq!(log.matches(SEED_SNAPSHOT).count(), 2, "{log}");
+    drop(s);
+}
+
+#[test]
+fn zeroed_database_is_restored_and_an_old_removed_copy_replaced() {
+    let inst = recovers_from_snapshot(|db| {
+        let len = std::fs::metadata(db).unwrap().len() as usize;
+        std::fs::write(db, vec![0u8; len]).unwrap();
+    });
+    // The copy in removed/ is more than a week old: the new damage replaces it.
+    let removed = inst.dbdir().join("removed/mboxlist.db");
+    let old = std::time::SystemTime::now() - Duration::from_secs(8 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&removed)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let len = std::fs::metadata(inst.db()).unwrap().len() as usize;
+    std::fs::write(inst.db(), vec![0u8; len]).unwrap();
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert_eq!(
+        log.matches("Moved the damaged database to").count(),
+        2,
+        "{log}"
+    );
+    let age = std::fs::metadata(&removed).unwrap().modified().unwrap();
+    assert!(age > old + Duration::from_secs(86400));
+    drop(s);
+}
+
+#[test]
+fn randomly_damaged_database_is_restored_from_the_snapshot() {
+    recovers_from_snapshot(|db| {
+        // Every page but the first (the schema) overwritten with noise.
+        let len = std::fs::metadata(db).unwrap().len();
+        scramble(db, 4096, (len - 4096) as usize, 0x5eed);
+    });
+}
+
+#[test]
+fn snapshots_that_do_not_verify_are_refused() {
+    let inst = Instance::new(FAST);
+    let mut delivered = deliver(inst.root(), "joe", &["Work"], 2);
+    let s = inst.start(&["--snapshot-interval-secs", "1"]);
+    // Wait for at least two snapshots, then deliver more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while inst.log_count("taken and verified") < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", inst.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.stop(), Some(0));
+    let snaps = stored::snapshot::list(&inst.snapshots()).unwrap();
+    assert!(snaps.len() >= 2);
+    assert!(snaps.len() <= 3, "local.store.snapshotdirs defaults to 3");
+    delivered.extend(deliver(inst.root(), "ann", &["Later"], 2));
+
+    // The newest snapshot is damaged: refused, the one before it restored.
+    scramble(&snaps[0].db(), 4096, 512, 7);
+    std::fs::write(
+        inst.db(),
+        b"not a database at all, not even close to one........",
+    )
+    .unwrap();
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(
+        log.contains(&format!("Refusing snapshot {}", snaps[0].name)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("Restored snapshot {}", snaps[1].name)),
+        "{log}"
+    );
+    assert!(log.contains(SEED_SNAPSHOT));
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+
+    // Every snapshot damaged: the database is rebuilt from the folders before startup ends.
+    for s in stored::snapshot::list(&inst.snapshots()).unwrap() {
+        scramble(&s.db(), 100, 64, 11);
+    }
+    let len = std::fs::metadata(inst.db()).unwrap().len();
+    scramble(&inst.db(), 0, len as usize, 3);
+    let s = inst.start(&[]);
+    let log = inst.wait_log("Rebuilt the mailbox database from the folders", 5);
+    assert!(
+        log.contains("No usable snapshot: building a new mailbox database from the folders"),
+        "{log}"
+    );
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
+
+/// Start stored, deliver (the new folders live only in the database log), SIGKILL stored so
+/// the log stays, then apply `damage` to the log.
+fn log_fault(damage: impl FnOnce(&Path)) -> (Instance, Vec<Delivered>) {
+    let inst = Instance::new(
+        "local.store.checkpointinterval = 3600\nlocal.store.logcleanupinterval = 3600\n",
+    );
+    let mut delivered = deliver(inst.root(), "joe", &[], 2);
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    inst.wait_log("taken and verified", 30);
+    delivered.extend(deliver(inst.root(), "ann", &["A", "B", "C"], 2));
+    s.kill9();
+    let wal = inst.dbdir().join("mboxlist.db-wal");
+    assert!(
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0),
+        "the log should hold the new folders"
+    );
+    damage(&wal);
+    (inst, delivered)
+}
+
+#[test]
+fn damaged_database_log_is_removed_and_its_folders_resynced() {
+    let (inst, delivered) = log_fault(|wal| scramble(wal, 0, 32, 99));
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(log.contains("is damaged (bad magic number"), "{log}");
+    assert!(
+        log.contains(&format!("Store Warning: {SEED_LOGS}")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(SEED_SNAPSHOT),
+        "the database itself was fine: {log}"
+    );
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn missing_database_log_is_noticed_by_the_folder_check_and_resynced() {
+    let (inst, delivered) = log_fault(|wal| std::fs::remove_file(wal).unwrap());
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(
+        log.contains("Mailbox database and folders disagree"),
+        "{log}"
+    );
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn sigkill_during_checkpoints_and_snapshots_loses_nothing() {
+    let inst = Instance::new(
+        "local.store.checkpointinterval = 1\nlocal.store.logcleanupinterval = 1\nlocal.store.peruserinterval = 1\n",
+    );
+    let mut delivered = Vec::new();
+    for round in 0..3 {
+        let s = inst.start(&["--snapshot-interval-secs", "1"]);
+        // Deliver while stored checkpoints and snapshots every second, then kill it mid-way.
+        let root = inst.root().to_path_buf();
+        let h = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            for i in 0..6 {
+                v.extend(deliver(&root, &format!("u{round}x{i}"), &["F"], 3));
+            }
+            v
+        });
+        std::thread::sleep(Duration::from_millis(900 + 300 * round as u64));
+        s.kill9();
+        delivered.extend(h.join().unwrap());
+    }
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    // Either clean or resynced; nothing acknowledged is lost either way.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = inst.log();
+    if log.contains("resync from the folders pending") {
+        inst.wait_log(RESYNC_DONE, 30);
+    }
+    assert_readable(inst.root(), &delivered);
+    // No half-made snapshot survives, and every snapshot left verifies.
+    for e in std::fs::read_dir(inst.snapshots()).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with(".tmp-"), "{n}");
+    }
+    for snap in stored::snapshot::list(&inst.snapshots()).unwrap() {
+        stored::snapshot::verify(&snap).unwrap();
+    }
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn out_of_range_snapshot_parameters_stop_startup_until_fixed() {
+    for (line, expect) in [
+        (
+            "local.store.snapshotinterval = 0",
+            "local.store.snapshotinterval: value 0 is out of range (1 to 46080",
+        ),
+        (
+            "local.store.snapshotdirs = 368",
+            "local.store.snapshotdirs: value 368 is out of range (2 to 367",
+        ),
+    ] {
+        let inst = Instance::new("");
+        let delivered = deliver(inst.root(), "joe", &[], 2);
+        inst.append_conf(line);
+        let o = std::process::Command::new(STORED)
+            .arg("--root")
+            .arg(inst.root())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect), "{err}");
+        assert!(!inst.ready().exists());
+        // Fixed: stored starts and the store serves.
+        let conf = std::fs::read_to_string(inst.root().join("config/msg.conf")).unwrap();
+        std::fs::write(inst.root().join("config/msg.conf"), conf.replace(line, "")).unwrap();
+        let s = inst.start(&[]);
+        assert_readable(inst.root(), &delivered);
+        assert_eq!(s.stop(), Some(0));
+    }
+}
+
+#[test]
+fn missing_server_group_is_fatal_with_the_seed_message() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: privileges are only dropped when started as root");
+        return;
+    }
+    let inst = Instance::new("");
+    let conf = std::fs::read_to_string(inst.root().join("config/msg.conf")).unwrap();
+    std::fs::write(
+        inst.root().join("config/msg.conf"),
+        conf.replace(
+            "local.servergid = root",
+            "local.servergid = nosuchgroup4711",
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(STORED)
+        .arg("--root")
+        .arg(inst.root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Fatal error: Cannot find group in name service (local.servergid = \"nosuchgroup4711\")"),
+        "{err}"
+    );
+    assert!(!inst.ready().exists());
+    assert!(inst
+        .log()
+        .contains("General Critical: Fatal error: Cannot find group in name service"));
+}
