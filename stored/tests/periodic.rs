@@ -1,0 +1,208 @@
+//! stored's periodic work (seed table 20-12 and 20-13) against the real binary: stamps,
+//! log cleanup, erasing expunged messages after the grace period, snapshots on a full disk,
+//! and the metrics endpoint answering scrapes and bad requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use msgstore::{flag, FlagOp, MailboxName, Store};
+
+fn mtime(p: &Path) -> SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn stamps_log_cleanup_erasure_and_metrics() {
+    let port = free_port();
+    let inst = Instance::new(&format!(
+        "local.store.checkpointinterval = 1\nlocal.store.logcleanupinterval = 1\n\
+         local.store.peruserinterval = 1\nlocal.store.cleanupinterval = 1\n\
+         local.store.expungegrace = 2\nlocal.store.metricsport = {port}\n"
+    ));
+    let delivered = deliver(inst.root(), "joe", &[], 4);
+    let s = inst.start(&[]);
+    let stamps: Vec<PathBuf> = ["stored.ckp", "stored.lcu", "stored.per"]
+        .iter()
+        .map(|n| inst.dbdir().join(n))
+        .collect();
+    wait_for("the first stamps", 10, || stamps.iter().all(|p| p.exists()));
+    let first: Vec<SystemTime> = stamps.iter().map(|p| mtime(p)).collect();
+
+    // Expunge two messages: their files stay for the grace period, then go.
+    let inbox = MailboxName::parse("user/joe/INBOX").unwrap();
+    let files: Vec<PathBuf> = {
+        let store = Store::open(inst.root()).unwrap();
+        let dir = store.folder_dir(&inbox).unwrap();
+        let gone = [delivered[0].uid, delivered[1].uid];
+        store
+            .store_flags(&inbox, &gone, FlagOp::Add, flag::DELETED, &[], None)
+            .unwrap();
+        store.expunge(&inbox, Some(&gone)).unwrap();
+        gone.iter()
+            .map(|u| dir.join(format!("{:x}", u >> 12)).join(format!("{u}.msg")))
+            .collect()
+    };
+    assert!(
+        files.iter().all(|f| f.exists()),
+        "erased before the grace period"
+    );
+    wait_for("the expunged files to be erased", 20, || {
+        files.iter().all(|f| !f.exists())
+    });
+    let exp = std::fs::read_to_string(
+        files[0]
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("store.exp"),
+    )
+    .unwrap();
+    assert_eq!(exp, "", "erased entries leave store.exp");
+    assert_readable(inst.root(), &delivered[2..]);
+    let log = inst.wait_log("Erased 2 expunged message file(s)", 10);
+    assert!(
+        log.contains("Store Notice: Erased 2 expunged message file(s)"),
+        "{log}"
+    );
+    // The folders still check clean: an erased message is no damage.
+    let lines = std::sync::Mutex::new(Vec::new());
+    let sink = |l: &str| lines.lock().unwrap().push(l.to_owned());
+    let opts = reconstruct::Options {
+        root: inst.root().to_path_buf(),
+        recursive: true,
+        check_only: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        reconstruct::run(&opts, &sink).unwrap(),
+        0,
+        "{:?}",
+        lines.lock().unwrap()
+    );
+
+    // Each stamp moves on; log cleanup empties the database log.
+    wait_for("every stamp to be touched again", 10, || {
+        stamps.iter().zip(&first).all(|(p, t)| mtime(p) > *t)
+    });
+    let wal = inst.dbdir().join("mboxlist.db-wal");
+    wait_for("log cleanup to empty the database log", 10, || {
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0)
+    });
+
+    // Metrics, and the responder's answers to what is not a scrape.
+    let m = http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
+    assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
+    assert!(m.contains("\nmsg_stored_up 1\n"), "{m}");
+    assert!(m.contains("\nmsg_stored_erased_messages_total 2\n"), "{m}");
+    assert!(
+        m.contains("msg_store_stamp_age_seconds{stamp=\"stored.ckp\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("msg_service_running{service=\"stored\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("msg_store_fs_free_bytes{what=\"partition primary\""),
+        "{m}"
+    );
+    assert!(http(port, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    let r = http(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET"),
+        "{r}"
+    );
+    assert!(http(port, b"\x16\x03\x01 garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    assert!(http(port, &big).starts_with("HTTP/1.1 431 "));
+    // A client that sends nothing is cut off, and the endpoint keeps serving.
+    let idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(http(port, b"GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 "));
+    drop(idle);
+    assert_eq!(s.stop(), Some(0));
+    assert!(!inst.ready().exists(), "the readiness file goes at exit");
+}
+
+struct Tmpfs(PathBuf);
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_during_a_snapshot_keeps_the_earlier_ones() {
+    let inst = Instance::new("");
+    let small = inst.root().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=400k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test mounts a small tmpfs to fill it: it needs root (CI runs as root)"
+    );
+    let _guard = Tmpfs(small.clone());
+    inst.append_conf(&format!("local.store.snapshotpath = {}", small.display()));
+    let delivered = deliver(inst.root(), "joe", &["Work"], 2);
+    let s = inst.start(&["--snapshot-interval-secs", "1"]);
+    inst.wait_log("taken and verified", 30);
+    // Grow the database past what the small disk holds.
+    {
+        let store = Store::open(inst.root()).unwrap();
+        store
+            .db()
+            .peruser_set("joe", "blob", Some(vec![0x5a; 600_000].as_slice()))
+            .unwrap();
+    }
+    let log = inst.wait_log("Snapshot failed:", 30);
+    assert!(log.contains("the earlier snapshots are kept"), "{log}");
+    let snaps = stored::snapshot::list(&small).unwrap();
+    assert!(!snaps.is_empty());
+    for snap in &snaps {
+        stored::snapshot::verify(snap).unwrap();
+    }
+    for e in std::fs::read_dir(&small).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with(".tmp-"), "a failed snapshot left {n}");
+    }
+    // The store serves on: stored is still up and every message reads.
+    assert!(inst.ready().exists());
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
