@@ -40,6 +40,16 @@ pub fn mailbox(out: &mut Vec<u8>, name: &str) {
             .all(|b| (0x21..0x7f).contains(&b) && !b"(){%*\"\\]".contains(&b));
     if atom {
         out.extend_from_slice(name.as_bytes());
+    } else if name.len() < 1024 && name.bytes().all(|b| b >= 0x20 && b != 0x7f) {
+        // UTF-8 names (UTF8=ACCEPT, RFC 6855) may be quoted strings.
+        out.push(b'"');
+        for b in name.bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
     } else {
         string(out, name.as_bytes());
     }

@@ -1134,7 +1134,7 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
     let [h, mi, se] = t[..] else { return None };
-    if zone.len() != 5 {
+    if zone.len() != 5 || !zone.is_ascii() {
         return None;
     }
     let sign = match &zone[..1] {

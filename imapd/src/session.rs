@@ -2379,7 +2379,10 @@ fn quota_line(q: &store_client::Quota) -> String {
 
 /// `inbox` in any case is INBOX (RFC 9051 5.1), also as the first level of a path.
 fn normalise_inbox(name: &str) -> String {
-    if name.len() >= 5 && name[..5].eq_ignore_ascii_case("INBOX") {
+    if name
+        .get(..5)
+        .is_some_and(|h| h.eq_ignore_ascii_case("INBOX"))
+    {
         let rest = &name[5..];
         if rest.is_empty() || rest.starts_with('/') {
             return format!("INBOX{rest}");
@@ -2459,7 +2462,7 @@ fn email_id(uidvalidity: u32, uid: u32) -> String {
 
 fn parse_email_id(id: &str, uidvalidity: u32) -> Option<u32> {
     let hex = id.strip_prefix('M')?;
-    if hex.len() != 16 {
+    if hex.len() != 16 || !hex.is_ascii() {
         return None;
     }
     let v = u32::from_str_radix(&hex[..8], 16).ok()?;
@@ -2486,6 +2489,8 @@ mod tests {
         assert_eq!(normalise_inbox("inbox"), "INBOX");
         assert_eq!(normalise_inbox("Inbox/Sub"), "INBOX/Sub");
         assert_eq!(normalise_inbox("Inboxes"), "Inboxes");
+        assert_eq!(normalise_inbox("Entwürfe"), "Entwürfe");
+        assert_eq!(parse_email_id("Müüüüüüüüüüüüüüüü", 1), None);
         let id = email_id(7, 42);
         assert_eq!(parse_email_id(&id, 7), Some(42));
         assert_eq!(parse_email_id(&id, 8), None);
