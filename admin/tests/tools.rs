@@ -43,49 +43,6 @@ const MBOXUTIL: &str = env!("CARGO_BIN_EXE_mboxutil");
 const HASHDIR: &str = env!("CARGO_BIN_EXE_hashdir");
 const CONFIGUTIL: &str = env!("CARGO_BIN_EXE_configutil");
 const MSUSER: &str = env!("CARGO_BIN_EXE_msuser");
-const START_MSG: &str = env!("CARGO_BIN_EXE_start-msg");
-
-#[test]
-fn start_msg_prepares_an_instance_once() {
-    let d = tempfile::tempdir().unwrap();
-    let o = cmd(START_MSG, d.path(), &[]);
-    assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains("First user created: admin, password: "));
-    assert!(d.path().join("config/msg.conf").exists());
-    assert!(d.path().join("data/store/mboxlist/mboxlist.db").exists());
-    assert!(d.path().join("data/log").is_dir());
-    // Idempotent: a second run creates nobody and keeps the data.
-    let o = cmd(START_MSG, d.path(), &[]);
-    assert!(o.status.success());
-    assert!(!out(&o).contains("First user created"));
-    let o = cmd(MSUSER, d.path(), &["list"]);
-    assert_eq!(out(&o), "admin\n");
-    // The generated password works.
-    let o1 = cmd(
-        START_MSG,
-        tempfile::tempdir().unwrap().path(),
-        &["--user", "joe"],
-    );
-    assert!(out(&o1).contains("First user created: joe"));
-}
-
-#[test]
-fn start_msg_refuses_an_invalid_configuration() {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(d.path().join("config")).unwrap();
-    std::fs::write(
-        d.path().join("config/msg.conf"),
-        "local.store.snapshotdirs = 400\n",
-    )
-    .unwrap();
-    let o = cmd(START_MSG, d.path(), &[]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        err(&o).contains("local.store.snapshotdirs: value 400 is out of range (2 to 367)"),
-        "{}",
-        err(&o)
-    );
-}
 
 #[test]
 fn mboxutil_create_list_rename_delete_and_quota() {

@@ -10,6 +10,7 @@
 //! snapshots (`snapshot`), touching the stamp files of table 20-12. `health` gathers the
 //! figures `msgcheck` reports and the metrics endpoint (`metrics`) exports.
 
+pub mod control;
 pub mod erase;
 pub mod health;
 pub mod metrics;
