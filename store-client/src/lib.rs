@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod changes;
 mod notify;
 mod search;
 mod selected;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use msgstore::{MailboxName, Pattern, Store, StoreError, UserName};
 
+pub use changes::{FolderSnapshot, MessageState};
 pub use message_structure::MessageStructure;
 pub use msgstore::FlagOp;
 pub use msgstore::{FolderStatus, Quota};

@@ -1,0 +1,2185 @@
+//! Email, Thread and SearchSnippet methods (RFC 8621 3-5).
+//!
+//! Cheap properties (subject, dates, ids, preview, hasAttachment) come from the store's
+//! structure cache; addresses, headers and bodies from the message parsed with mail-parser,
+//! which also makes textBody, htmlBody and attachments by RFC 8621's own algorithm.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use serde_json::{json, Map, Value};
+use store_client::{Flag, FlagOp, Flags, Keyword, MessageState, MessageStructure, SearchKey};
+
+use super::ids::{self, parse_state, BlobRef, FolderState};
+use super::{
+    arg_bool, arg_ids, arg_int, arg_props, arg_str, arg_uint, set_error, store_set_error, Folder,
+    MResult, MethodError, Req,
+};
+
+pub(crate) const SORT_OPTIONS: &[&str] = &[
+    "receivedAt",
+    "sentAt",
+    "size",
+    "from",
+    "to",
+    "subject",
+    "hasKeyword",
+];
+
+const DEFAULT_PROPERTIES: &[&str] = &[
+    "id",
+    "blobId",
+    "threadId",
+    "mailboxIds",
+    "keywords",
+    "size",
+    "receivedAt",
+    "messageId",
+    "inReplyTo",
+    "references",
+    "sender",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "replyTo",
+    "subject",
+    "sentAt",
+    "hasAttachment",
+    "preview",
+    "bodyValues",
+    "textBody",
+    "htmlBody",
+    "attachments",
+];
+
+const OTHER_PROPERTIES: &[&str] = &["bodyStructure", "headers"];
+
+const DEFAULT_BODY_PROPERTIES: &[&str] = &[
+    "partId",
+    "blobId",
+    "size",
+    "name",
+    "type",
+    "charset",
+    "disposition",
+    "cid",
+    "language",
+    "location",
+];
+
+/// Query results are capped at this many ids (the response then says `limit`).
+const MAX_QUERY_RESULTS: usize = 10_000;
+
+/// A message located in one of the user's folders.
+#[derive(Clone)]
+pub(crate) struct Loc {
+    pub folder: Folder,
+    pub msg: MessageState,
+}
+
+impl Loc {
+    pub fn id(&self) -> String {
+        ids::email_id(self.folder.uidvalidity, self.msg.uid)
+    }
+}
+
+/// Finds a live message by Email id (or `#creationId`).
+pub(crate) async fn locate(req: &mut Req<'_>, id: &str) -> MResult<Option<Loc>> {
+    let id = req.resolve_id(id);
+    let Some((uv, uid)) = ids::parse_email_id(&id) else {
+        return Ok(None);
+    };
+    let Some(folder) = req.folder_by_uv(uv).await? else {
+        return Ok(None);
+    };
+    let snap = req.snapshot(&folder).await?;
+    let msg = snap
+        .messages
+        .binary_search_by_key(&uid, |m| m.uid)
+        .ok()
+        .map(|i| snap.messages[i].clone())
+        .filter(|m| !m.expunged);
+    Ok(msg.map(|msg| Loc { folder, msg }))
+}
+
+/// JMAP keywords of a message (lower case, as RFC 8621 recommends; \Deleted is IMAP's and
+/// not shown).
+pub(crate) fn keywords_json(flags: &Flags) -> Value {
+    let mut o = Map::new();
+    for f in flags.to_vec() {
+        let k = match f {
+            Flag::Seen => "$seen".to_owned(),
+            Flag::Answered => "$answered".to_owned(),
+            Flag::Flagged => "$flagged".to_owned(),
+            Flag::Draft => "$draft".to_owned(),
+            Flag::Deleted => continue,
+            Flag::Keyword(k) => k.as_str().to_lowercase(),
+        };
+        o.insert(k, Value::Bool(true));
+    }
+    Value::Object(o)
+}
+
+/// The store flag for a JMAP keyword.
+pub(crate) fn flag_of_keyword(k: &str) -> Result<Flag, String> {
+    match k.to_ascii_lowercase().as_str() {
+        "$seen" => Ok(Flag::Seen),
+        "$answered" => Ok(Flag::Answered),
+        "$flagged" => Ok(Flag::Flagged),
+        "$draft" => Ok(Flag::Draft),
+        _ => Keyword::new(k)
+            .map(Flag::Keyword)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn strip_angle(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
+fn msg_ids(raw: Option<&[u8]>) -> Value {
+    let Some(raw) = raw else { return Value::Null };
+    let s = String::from_utf8_lossy(raw);
+    let ids: Vec<String> = s
+        .split('<')
+        .skip(1)
+        .filter_map(|p| p.split_once('>').map(|(id, _)| id.trim().to_owned()))
+        .filter(|id| !id.is_empty())
+        .collect();
+    if ids.is_empty() {
+        let t = strip_angle(&s);
+        if t.is_empty() {
+            Value::Null
+        } else {
+            json!([t])
+        }
+    } else {
+        json!(ids)
+    }
+}
+
+fn addresses(a: Option<&mail_parser::Address<'_>>) -> Value {
+    let Some(a) = a else { return Value::Null };
+    let list: Vec<Value> = a
+        .iter()
+        .map(|x| json!({"name": x.name(), "email": x.address().unwrap_or("")}))
+        .collect();
+    json!(list)
+}
+
+/// Options of Email/get for body values.
+#[derive(Clone, Default)]
+pub(crate) struct BodyOpts {
+    pub body_props: Vec<String>,
+    pub fetch_text: bool,
+    pub fetch_html: bool,
+    pub fetch_all: bool,
+    pub max_bytes: usize,
+}
+
+fn content_type_of(p: &mail_parser::MessagePart<'_>) -> String {
+    match p.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(st) => format!("{}/{}", ct.ctype(), st).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None => match &p.body {
+            PartType::Message(_) => "message/rfc822".into(),
+            PartType::Multipart(_) => "multipart/mixed".into(),
+            _ => "text/plain".into(),
+        },
+    }
+}
+
+fn raw_headers(raw: &[u8], headers: &[mail_parser::Header<'_>]) -> Value {
+    let list: Vec<Value> = headers
+        .iter()
+        .map(|h| {
+            let start = (h.offset_start as usize).min(raw.len());
+            let end = (h.offset_end as usize).clamp(start, raw.len());
+            let v = String::from_utf8_lossy(&raw[start..end]);
+            json!({"name": h.name.as_str(), "value": v.trim_end_matches(['\r', '\n'])})
+        })
+        .collect();
+    json!(list)
+}
+
+fn part_json(
+    msg: &mail_parser::Message<'_>,
+    idx: u32,
+    props: &[String],
+    blob: &dyn Fn(u32) -> String,
+    recurse: bool,
+    depth: usize,
+) -> Value {
+    let Some(p) = msg.part(idx) else {
+        return Value::Null;
+    };
+    let raw = msg.raw_message();
+    let mut o = Map::new();
+    let is_multi = matches!(p.body, PartType::Multipart(_));
+    for prop in props {
+        let v = match prop.as_str() {
+            "partId" => {
+                if is_multi {
+                    Value::Null
+                } else {
+                    json!(idx.to_string())
+                }
+            }
+            "blobId" => {
+                if is_multi {
+                    Value::Null
+                } else {
+                    json!(blob(idx))
+                }
+            }
+            "size" => json!(match &p.body {
+                PartType::Multipart(_) => 0,
+                PartType::Message(_) => (p.offset_end.saturating_sub(p.offset_body)) as usize,
+                _ => p.contents().len(),
+            }),
+            "name" => json!(p.attachment_name()),
+            "type" => json!(content_type_of(p)),
+            "charset" => {
+                let ct = content_type_of(p);
+                match p.content_type().and_then(|c| c.attribute("charset")) {
+                    Some(c) => json!(c),
+                    None if ct.starts_with("text/") => json!("us-ascii"),
+                    None => Value::Null,
+                }
+            }
+            "disposition" => json!(p
+                .content_disposition()
+                .map(|d| d.ctype().to_ascii_lowercase())),
+            "cid" => json!(p.content_id().map(strip_angle)),
+            "language" => match p.content_language() {
+                HeaderValue::Text(t) => json!([t]),
+                HeaderValue::TextList(l) => json!(l),
+                _ => Value::Null,
+            },
+            "location" => json!(p.content_location()),
+            "headers" => raw_headers(raw, &p.headers),
+            _ => continue,
+        };
+        o.insert(prop.clone(), v);
+    }
+    if recurse && is_multi && depth < message_structure::MAX_DEPTH {
+        if let PartType::Multipart(children) = &p.body {
+            let subs: Vec<Value> = children
+                .iter()
+                .map(|c| part_json(msg, *c, props, blob, true, depth + 1))
+                .collect();
+            o.insert("subParts".into(), json!(subs));
+        }
+    }
+    Value::Object(o)
+}
+
+fn truncate_utf8(s: &str, max: usize) -> (&str, bool) {
+    if max == 0 || s.len() <= max {
+        return (s, false);
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], true)
+}
+
+fn part_text<'m>(p: &'m mail_parser::MessagePart<'_>) -> Option<&'m str> {
+    match &p.body {
+        PartType::Text(t) | PartType::Html(t) => Some(t.as_ref()),
+        _ => None,
+    }
+}
+
+/// Properties that need the parsed message.
+fn parsed_props(
+    o: &mut Map<String, Value>,
+    msg: &mail_parser::Message<'_>,
+    props: &[String],
+    opts: &BodyOpts,
+    blob: &dyn Fn(u32) -> String,
+) -> MResult<()> {
+    let raw = msg.raw_message();
+    for prop in props {
+        let v = match prop.as_str() {
+            "from" => addresses(msg.from()),
+            "to" => addresses(msg.to()),
+            "cc" => addresses(msg.cc()),
+            "bcc" => addresses(msg.bcc()),
+            "replyTo" => addresses(msg.reply_to()),
+            "sender" => addresses(msg.sender()),
+            "headers" => raw_headers(raw, msg.headers()),
+            "bodyStructure" => part_json(msg, 0, &opts.body_props, blob, true, 0),
+            "textBody" | "htmlBody" | "attachments" => {
+                let list = match prop.as_str() {
+                    "textBody" => &msg.text_body,
+                    "htmlBody" => &msg.html_body,
+                    _ => &msg.attachments,
+                };
+                json!(list
+                    .iter()
+                    .map(|i| part_json(msg, *i, &opts.body_props, blob, false, 0))
+                    .collect::<Vec<_>>())
+            }
+            "bodyValues" => {
+                let mut wanted: Vec<u32> = Vec::new();
+                if opts.fetch_text || opts.fetch_all {
+                    wanted.extend(&msg.text_body);
+                }
+                if opts.fetch_html || opts.fetch_all {
+                    wanted.extend(&msg.html_body);
+                }
+                if opts.fetch_all {
+                    for (i, p) in msg.parts.iter().enumerate() {
+                        if part_text(p).is_some() {
+                            wanted.push(i as u32);
+                        }
+                    }
+                }
+                let mut values = Map::new();
+                for i in wanted {
+                    let Some(p) = msg.part(i) else { continue };
+                    let Some(text) = part_text(p) else { continue };
+                    let (t, truncated) = truncate_utf8(text, opts.max_bytes);
+                    values.insert(
+                        i.to_string(),
+                        json!({"value": t, "isEncodingProblem": p.is_encoding_problem, "isTruncated": truncated}),
+                    );
+                }
+                Value::Object(values)
+            }
+            p if p.starts_with("header:") => header_prop(msg, raw, p)?,
+            _ => continue,
+        };
+        o.insert(prop.clone(), v);
+    }
+    Ok(())
+}
+
+/// `header:Name[:asForm][:all]` (RFC 8621 4.1.3).
+fn header_prop(msg: &mail_parser::Message<'_>, raw: &[u8], prop: &str) -> MResult {
+    let mut parts: Vec<&str> = prop.split(':').skip(1).collect();
+    let all = parts.last() == Some(&"all");
+    if all {
+        parts.pop();
+    }
+    let (name, form) = match parts.as_slice() {
+        [n] => (*n, "asRaw"),
+        [n, f] => (*n, *f),
+        _ => {
+            return Err(MethodError::InvalidArguments(format!(
+                "bad property {prop}"
+            )))
+        }
+    };
+    if name.is_empty() {
+        return Err(MethodError::InvalidArguments(format!(
+            "bad property {prop}"
+        )));
+    }
+    let found: Vec<&mail_parser::Header<'_>> = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .collect();
+    let one = |h: &mail_parser::Header<'_>| -> MResult {
+        let start = (h.offset_start as usize).min(raw.len());
+        let end = (h.offset_end as usize).clamp(start, raw.len());
+        let rawv = String::from_utf8_lossy(&raw[start..end]).into_owned();
+        Ok(match form {
+            "asRaw" => json!(rawv),
+            "asText" => match &h.value {
+                HeaderValue::Text(t) => json!(t.trim()),
+                HeaderValue::TextList(l) => json!(l.join(", ")),
+                _ => json!(rawv.split_whitespace().collect::<Vec<_>>().join(" ")),
+            },
+            "asAddresses" => match &h.value {
+                HeaderValue::Address(a) => addresses(Some(a)),
+                _ => Value::Null,
+            },
+            "asMessageIds" => msg_ids(Some(rawv.as_bytes())),
+            "asDate" => match &h.value {
+                HeaderValue::DateTime(d) => json!(ids::utc_date(d.to_timestamp())),
+                _ => Value::Null,
+            },
+            "asURLs" => {
+                let urls: Vec<String> = rawv
+                    .split('<')
+                    .skip(1)
+                    .filter_map(|p| p.split_once('>').map(|(u, _)| u.trim().to_owned()))
+                    .collect();
+                json!(urls)
+            }
+            other => {
+                return Err(MethodError::InvalidArguments(format!(
+                    "unknown header form {other}"
+                )))
+            }
+        })
+    };
+    if all {
+        Ok(Value::Array(
+            found.iter().map(|h| one(h)).collect::<MResult<Vec<_>>>()?,
+        ))
+    } else {
+        match found.last() {
+            Some(h) => one(h),
+            None => Ok(Value::Null),
+        }
+    }
+}
+
+fn needs_parse(props: &[String]) -> bool {
+    props.iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "from"
+                | "to"
+                | "cc"
+                | "bcc"
+                | "replyTo"
+                | "sender"
+                | "headers"
+                | "bodyStructure"
+                | "textBody"
+                | "htmlBody"
+                | "attachments"
+                | "bodyValues"
+        ) || p.starts_with("header:")
+    })
+}
+
+fn structure_props(o: &mut Map<String, Value>, st: &MessageStructure, props: &[String]) {
+    for prop in props {
+        let v = match prop.as_str() {
+            "threadId" => json!(ids::thread_id(st.subject_decoded.as_deref())),
+            "subject" => json!(st.subject_decoded),
+            "sentAt" => json!(st.date_parsed.map(ids::utc_date)),
+            "messageId" => msg_ids(st.envelope.message_id.as_deref()),
+            "inReplyTo" => msg_ids(st.envelope.in_reply_to.as_deref()),
+            "references" => {
+                if st.references.is_empty() {
+                    Value::Null
+                } else {
+                    let joined: Vec<u8> = st.references.join(&b' ');
+                    msg_ids(Some(&joined))
+                }
+            }
+            "preview" => json!(st.preview),
+            "hasAttachment" => json!(st.has_attachment),
+            _ => continue,
+        };
+        o.insert(prop.clone(), v);
+    }
+}
+
+async fn email_json(req: &mut Req<'_>, loc: &Loc, props: &[String], opts: &BodyOpts) -> MResult {
+    let mut o = Map::new();
+    let (uv, uid) = (loc.folder.uidvalidity, loc.msg.uid);
+    for prop in props {
+        let v = match prop.as_str() {
+            "id" => json!(loc.id()),
+            "blobId" => json!(ids::message_blob_id(uv, uid)),
+            "mailboxIds" => json!({ loc.folder.id(): true }),
+            "keywords" => keywords_json(&loc.msg.flags),
+            "size" => json!(loc.msg.size),
+            "receivedAt" => json!(ids::utc_date(loc.msg.internal_date)),
+            _ => continue,
+        };
+        o.insert(prop.clone(), v);
+    }
+    let st = req.session.message_structure(&loc.folder.name, uid).await?;
+    structure_props(&mut o, &st, props);
+    if needs_parse(props) {
+        let raw = req.session.message_bytes(&loc.folder.name, uid).await?;
+        let msg = MessageParser::default()
+            .parse(&raw)
+            .ok_or_else(|| MethodError::ServerFail("message cannot be parsed".into()))?;
+        let blob = move |part: u32| ids::part_blob_id(uv, uid, part);
+        parsed_props(&mut o, &msg, props, opts, &blob)?;
+    }
+    Ok(Value::Object(o))
+}
+
+fn body_opts(args: &Map<String, Value>) -> MResult<BodyOpts> {
+    let body_props = arg_props(args, "bodyProperties")?.unwrap_or_else(|| {
+        DEFAULT_BODY_PROPERTIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    for p in &body_props {
+        if !DEFAULT_BODY_PROPERTIES.contains(&p.as_str()) && p != "headers" && p != "subParts" {
+            return Err(MethodError::InvalidArguments(format!(
+                "unknown body property {p}"
+            )));
+        }
+    }
+    Ok(BodyOpts {
+        body_props,
+        fetch_text: arg_bool(args, "fetchTextBodyValues")?,
+        fetch_html: arg_bool(args, "fetchHTMLBodyValues")?,
+        fetch_all: arg_bool(args, "fetchAllBodyValues")?,
+        max_bytes: arg_uint(args, "maxBodyValueBytes")?.unwrap_or(0) as usize,
+    })
+}
+
+fn email_props(args: &Map<String, Value>) -> MResult<Vec<String>> {
+    let mut props = arg_props(args, "properties")?
+        .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect());
+    for p in &props {
+        if !DEFAULT_PROPERTIES.contains(&p.as_str())
+            && !OTHER_PROPERTIES.contains(&p.as_str())
+            && !p.starts_with("header:")
+        {
+            return Err(MethodError::InvalidArguments(format!(
+                "unknown property {p}"
+            )));
+        }
+    }
+    if !props.iter().any(|p| p == "id") {
+        props.insert(0, "id".into());
+    }
+    Ok(props)
+}
+
+/// Every live message of the account.
+async fn all_messages(req: &mut Req<'_>) -> MResult<Vec<Loc>> {
+    let mut out = Vec::new();
+    for f in req.folders().await? {
+        let snap = req.snapshot(&f).await?;
+        out.extend(snap.messages.iter().filter(|m| !m.expunged).map(|m| Loc {
+            folder: f.clone(),
+            msg: m.clone(),
+        }));
+    }
+    Ok(out)
+}
+
+/// Email/get.
+pub(crate) async fn get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let props = email_props(&args)?;
+    let opts = body_opts(&args)?;
+    let state = req.state().await?;
+    let ids = match arg_ids(&args, "ids")? {
+        Some(ids) => super::unique_ids(ids),
+        None => {
+            let all = all_messages(req).await?;
+            if all.len() > super::MAX_OBJECTS_IN_GET {
+                return Err(MethodError::RequestTooLarge);
+            }
+            all.iter().map(Loc::id).collect()
+        }
+    };
+    if ids.len() > super::MAX_OBJECTS_IN_GET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in ids {
+        match locate(req, &id).await? {
+            Some(loc) => match email_json(req, &loc, &props, &opts).await {
+                Ok(v) => list.push(v),
+                Err(MethodError::ServerFail(_)) if !still_there(req, &loc).await => {
+                    not_found.push(id)
+                }
+                Err(e) => return Err(e),
+            },
+            None => not_found.push(id),
+        }
+    }
+    Ok(json!({"accountId": req.user, "state": state, "list": list, "notFound": not_found}))
+}
+
+/// Whether a message still exists (it may be expunged between snapshot and read).
+async fn still_there(req: &mut Req<'_>, loc: &Loc) -> bool {
+    match req.session.folder_snapshot(&loc.folder.name).await {
+        Ok(s) => s
+            .messages
+            .iter()
+            .any(|m| m.uid == loc.msg.uid && !m.expunged),
+        Err(_) => false,
+    }
+}
+
+/// Changes since a state: (created, updated, destroyed, new state, more).
+struct Changes {
+    created: Vec<String>,
+    updated: Vec<String>,
+    destroyed: Vec<String>,
+    new_state: String,
+    more: bool,
+}
+
+async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MResult<Changes> {
+    let old = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
+    let folders = req.folders().await?;
+    let now = ids::state_map(&folders);
+    if old.keys().any(|uv| !now.contains_key(uv)) {
+        // A folder was deleted: the ids of the messages it held are unknown now.
+        return Err(MethodError::CannotCalculateChanges);
+    }
+    let max = max.unwrap_or(usize::MAX).max(1);
+    let mut out = Changes {
+        created: vec![],
+        updated: vec![],
+        destroyed: vec![],
+        new_state: String::new(),
+        more: false,
+    };
+    let mut reached = old.clone();
+    let mut count = 0usize;
+    for f in &folders {
+        let cur = now[&f.uidvalidity];
+        let prev = old.get(&f.uidvalidity).copied();
+        if let Some(p) = prev {
+            if p.generation != cur.generation {
+                return Err(MethodError::CannotCalculateChanges);
+            }
+            if p.modseq == cur.modseq && p.uidnext == cur.uidnext {
+                reached.insert(f.uidvalidity, cur);
+                continue;
+            }
+        }
+        if out.more {
+            continue;
+        }
+        let snap = req.snapshot(f).await?;
+        let since_modseq = prev.map_or(0, |p| p.modseq);
+        let old_uidnext = prev.map_or(0, |p| p.uidnext);
+        let mut changed: Vec<&MessageState> = snap
+            .messages
+            .iter()
+            .filter(|m| m.modseq > since_modseq || (prev.is_none() && !m.expunged))
+            .collect();
+        changed.sort_by_key(|m| (m.modseq, m.uid));
+        let mut cut: Option<u64> = None;
+        let mut i = 0;
+        while i < changed.len() {
+            let group = changed[i].modseq;
+            let n = changed[i..]
+                .iter()
+                .take_while(|m| m.modseq == group)
+                .count();
+            if count > 0 && count + n > max && prev.is_some() {
+                cut = Some(changed[i - 1].modseq.max(since_modseq));
+                break;
+            }
+            for m in &changed[i..i + n] {
+                let id = ids::email_id(f.uidvalidity, m.uid);
+                if m.expunged {
+                    if m.uid < old_uidnext {
+                        out.destroyed.push(id);
+                    }
+                } else if m.uid >= old_uidnext {
+                    out.created.push(id);
+                } else {
+                    out.updated.push(id);
+                }
+            }
+            count += n;
+            i += n;
+        }
+        match cut {
+            Some(c) => {
+                let p = prev.unwrap_or(cur);
+                reached.insert(f.uidvalidity, FolderState { modseq: c, ..p });
+                out.more = true;
+            }
+            None => {
+                reached.insert(f.uidvalidity, cur);
+                if count >= max {
+                    out.more = folders.iter().any(|g| {
+                        g.uidvalidity > f.uidvalidity
+                            && old.get(&g.uidvalidity) != now.get(&g.uidvalidity)
+                    });
+                    if out.more {
+                        // Keep the later folders at their old state for the next call.
+                        for g in folders.iter().filter(|g| g.uidvalidity > f.uidvalidity) {
+                            match old.get(&g.uidvalidity) {
+                                Some(o) => reached.insert(g.uidvalidity, *o),
+                                None => reached.remove(&g.uidvalidity),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        if out.more {
+            break;
+        }
+    }
+    if !out.more {
+        reached = now.clone();
+    }
+    out.new_state = ids::encode_state(&reached);
+    Ok(out)
+}
+
+/// Email/changes.
+pub(crate) async fn changes(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let since = arg_str(&args, "sinceState")?
+        .ok_or_else(|| MethodError::InvalidArguments("sinceState is required".into()))?
+        .to_owned();
+    let max = arg_uint(&args, "maxChanges")?.map(|m| m as usize);
+    if max == Some(0) {
+        return Err(MethodError::InvalidArguments(
+            "maxChanges must be positive".into(),
+        ));
+    }
+    let c = email_changes(req, &since, max).await?;
+    Ok(json!({
+        "accountId": req.user, "oldState": since, "newState": c.new_state,
+        "hasMoreChanges": c.more, "created": c.created, "updated": c.updated,
+        "destroyed": c.destroyed,
+    }))
+}
+
+/// Thread/changes: the threads of created and updated messages. Destroyed messages cannot
+/// be traced to a thread once gone, so a state with destructions since cannot be answered.
+pub(crate) async fn thread_changes(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let since = arg_str(&args, "sinceState")?
+        .ok_or_else(|| MethodError::InvalidArguments("sinceState is required".into()))?
+        .to_owned();
+    let c = email_changes(req, &since, None).await?;
+    if !c.destroyed.is_empty() {
+        return Err(MethodError::CannotCalculateChanges);
+    }
+    let mut threads = Vec::new();
+    for id in c.created.iter().chain(&c.updated) {
+        if let Some(loc) = locate(req, id).await? {
+            let st = req
+                .session
+                .message_structure(&loc.folder.name, loc.msg.uid)
+                .await?;
+            let t = ids::thread_id(st.subject_decoded.as_deref());
+            if !threads.contains(&t) {
+                threads.push(t);
+            }
+        }
+    }
+    Ok(json!({
+        "accountId": req.user, "oldState": since, "newState": c.new_state,
+        "hasMoreChanges": false, "created": [], "updated": threads, "destroyed": [],
+    }))
+}
+
+// ---- Query ----
+
+#[derive(Debug, Clone)]
+enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Vec<Filter>),
+    InMailbox(Option<u32>),
+    NotInMailboxes(Vec<u32>),
+    Before(i64),
+    After(i64),
+    MinSize(u64),
+    MaxSize(u64),
+    Keyword(Flag, bool),
+    HasAttachment(bool),
+    /// Index into the text searches.
+    Text(usize),
+}
+
+fn parse_filter(v: &Value, texts: &mut Vec<SearchKey>, req: &Req<'_>) -> MResult<Filter> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| MethodError::InvalidArguments("a filter must be an object".into()))?;
+    if let Some(op) = o.get("operator") {
+        let conds = o
+            .get("conditions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| MethodError::InvalidArguments("conditions must be a list".into()))?;
+        let parsed = conds
+            .iter()
+            .map(|c| parse_filter(c, texts, req))
+            .collect::<MResult<Vec<_>>>()?;
+        return match op.as_str() {
+            Some("AND") => Ok(Filter::And(parsed)),
+            Some("OR") => Ok(Filter::Or(parsed)),
+            Some("NOT") => Ok(Filter::Not(parsed)),
+            _ => Err(MethodError::UnsupportedFilter(format!("operator {op}"))),
+        };
+    }
+    let mut all = Vec::new();
+    for (k, v) in o {
+        let s = || {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| MethodError::InvalidArguments(format!("{k} must be a string")))
+        };
+        let mut text = |key: SearchKey| {
+            texts.push(key);
+            Filter::Text(texts.len() - 1)
+        };
+        let f = match k.as_str() {
+            "inMailbox" => Filter::InMailbox(ids::parse_mailbox_id(&req.resolve_id(&s()?))),
+            "inMailboxOtherThan" => {
+                let list = v
+                    .as_array()
+                    .ok_or_else(|| MethodError::InvalidArguments("inMailboxOtherThan".into()))?;
+                Filter::NotInMailboxes(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(|i| ids::parse_mailbox_id(&req.resolve_id(i)))
+                        .collect(),
+                )
+            }
+            "before" | "after" => {
+                let t = ids::parse_date(&s()?).ok_or_else(|| {
+                    MethodError::InvalidArguments(format!("{k} must be a UTCDate"))
+                })?;
+                if k == "before" {
+                    Filter::Before(t)
+                } else {
+                    Filter::After(t)
+                }
+            }
+            "minSize" | "maxSize" => {
+                let n = v.as_u64().ok_or_else(|| {
+                    MethodError::InvalidArguments(format!("{k} must be a number"))
+                })?;
+                if k == "minSize" {
+                    Filter::MinSize(n)
+                } else {
+                    Filter::MaxSize(n)
+                }
+            }
+            "hasKeyword" | "notKeyword" => {
+                let flag = flag_of_keyword(&s()?).map_err(MethodError::InvalidArguments)?;
+                Filter::Keyword(flag, k == "hasKeyword")
+            }
+            "hasAttachment" => Filter::HasAttachment(
+                v.as_bool()
+                    .ok_or_else(|| MethodError::InvalidArguments("hasAttachment".into()))?,
+            ),
+            "text" => text(SearchKey::Text(s()?)),
+            "body" => text(SearchKey::Body(s()?)),
+            "subject" => text(SearchKey::Header("Subject".into(), s()?)),
+            "from" => text(SearchKey::Header("From".into(), s()?)),
+            "to" => text(SearchKey::Header("To".into(), s()?)),
+            "cc" => text(SearchKey::Header("Cc".into(), s()?)),
+            "bcc" => text(SearchKey::Header("Bcc".into(), s()?)),
+            "header" => {
+                let a = v
+                    .as_array()
+                    .filter(|a| !a.is_empty() && a.len() <= 2)
+                    .ok_or_else(|| {
+                        MethodError::InvalidArguments("header is [name, value?]".into())
+                    })?;
+                let name = a[0].as_str().unwrap_or("").to_owned();
+                let value = a.get(1).and_then(Value::as_str).unwrap_or("").to_owned();
+                if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+                    return Err(MethodError::InvalidArguments("bad header name".into()));
+                }
+                text(SearchKey::Header(name, value))
+            }
+            other => {
+                return Err(MethodError::UnsupportedFilter(format!(
+                    "Email filter {other}"
+                )))
+            }
+        };
+        all.push(f);
+    }
+    Ok(Filter::And(all))
+}
+
+/// Three-valued evaluation over the folder alone: Some(false) = no message here matches.
+fn folder_possible(f: &Filter, uv: u32) -> Option<bool> {
+    match f {
+        Filter::InMailbox(m) => Some(*m == Some(uv)),
+        Filter::NotInMailboxes(l) => Some(!l.contains(&uv)),
+        Filter::And(v) => {
+            let r: Vec<_> = v.iter().map(|x| folder_possible(x, uv)).collect();
+            if r.contains(&Some(false)) {
+                Some(false)
+            } else if r.iter().all(|x| *x == Some(true)) {
+                Some(true)
+            } else {
+                None
+            }
+        }
+        Filter::Or(v) => {
+            let r: Vec<_> = v.iter().map(|x| folder_possible(x, uv)).collect();
+            if r.contains(&Some(true)) {
+                Some(true)
+            } else if r.iter().all(|x| *x == Some(false)) {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        Filter::Not(v) => {
+            let r: Vec<_> = v.iter().map(|x| folder_possible(x, uv)).collect();
+            if r.contains(&Some(true)) {
+                Some(false)
+            } else if r.iter().all(|x| *x == Some(false)) {
+                Some(true)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn uses(f: &Filter, pred: &dyn Fn(&Filter) -> bool) -> bool {
+    match f {
+        Filter::And(v) | Filter::Or(v) | Filter::Not(v) => v.iter().any(|x| uses(x, pred)),
+        other => pred(other),
+    }
+}
+
+struct Eval<'a> {
+    uv: u32,
+    texts: &'a [HashSet<u32>],
+    structures: &'a HashMap<u32, Arc<MessageStructure>>,
+}
+
+fn matches(f: &Filter, m: &MessageState, e: &Eval<'_>) -> bool {
+    match f {
+        Filter::And(v) => v.iter().all(|x| matches(x, m, e)),
+        Filter::Or(v) => v.iter().any(|x| matches(x, m, e)),
+        Filter::Not(v) => !v.iter().any(|x| matches(x, m, e)),
+        Filter::InMailbox(id) => *id == Some(e.uv),
+        Filter::NotInMailboxes(l) => !l.contains(&e.uv),
+        Filter::Before(t) => m.internal_date < *t,
+        Filter::After(t) => m.internal_date >= *t,
+        Filter::MinSize(n) => m.size >= *n,
+        Filter::MaxSize(n) => m.size < *n,
+        Filter::Keyword(flag, has) => m.flags.contains(flag) == *has,
+        Filter::HasAttachment(want) => {
+            e.structures.get(&m.uid).map(|s| s.has_attachment) == Some(*want)
+        }
+        Filter::Text(i) => e.texts.get(*i).is_some_and(|s| s.contains(&m.uid)),
+    }
+}
+
+/// One query result with what sorting may need.
+struct Item {
+    loc: Loc,
+    st: Option<Arc<MessageStructure>>,
+}
+
+impl Item {
+    fn thread(&self) -> String {
+        ids::thread_id(self.st.as_ref().and_then(|s| s.subject_decoded.as_deref()))
+    }
+}
+
+#[derive(Clone)]
+struct SortKey {
+    prop: String,
+    asc: bool,
+    keyword: Option<Flag>,
+}
+
+fn parse_sort(args: &Map<String, Value>) -> MResult<Vec<SortKey>> {
+    let Some(v) = args.get("sort").filter(|v| !v.is_null()) else {
+        return Ok(vec![SortKey {
+            prop: "receivedAt".into(),
+            asc: false,
+            keyword: None,
+        }]);
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| MethodError::InvalidArguments("sort must be a list".into()))?;
+    let mut out = Vec::new();
+    for c in list {
+        let prop = c
+            .get("property")
+            .and_then(Value::as_str)
+            .ok_or_else(|| MethodError::InvalidArguments("a comparator needs property".into()))?;
+        if !SORT_OPTIONS.contains(&prop) {
+            return Err(MethodError::UnsupportedSort(prop.to_owned()));
+        }
+        let keyword = if prop == "hasKeyword" {
+            let k = c
+                .get("keyword")
+                .and_then(Value::as_str)
+                .ok_or_else(|| MethodError::InvalidArguments("hasKeyword needs keyword".into()))?;
+            Some(flag_of_keyword(k).map_err(MethodError::InvalidArguments)?)
+        } else {
+            None
+        };
+        if let Some(col) = c.get("collation").and_then(Value::as_str) {
+            if col != "i;ascii-casemap" && col != "i;unicode-casemap" {
+                return Err(MethodError::UnsupportedSort(format!("collation {col}")));
+            }
+        }
+        out.push(SortKey {
+            prop: prop.to_owned(),
+            asc: c
+                .get("isAscending")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            keyword,
+        });
+    }
+    Ok(out)
+}
+
+fn compare(a: &Item, b: &Item, keys: &[SortKey]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for k in keys {
+        let o = match k.prop.as_str() {
+            "receivedAt" => a.loc.msg.internal_date.cmp(&b.loc.msg.internal_date),
+            "size" => a.loc.msg.size.cmp(&b.loc.msg.size),
+            "sentAt" => {
+                let d = |i: &Item| i.st.as_ref().and_then(|s| s.date_parsed).unwrap_or(0);
+                d(a).cmp(&d(b))
+            }
+            "subject" => {
+                let s = |i: &Item| {
+                    ids::base_subject(
+                        i.st.as_ref()
+                            .and_then(|s| s.subject_decoded.as_deref())
+                            .unwrap_or(""),
+                    )
+                };
+                s(a).cmp(&s(b))
+            }
+            "from" | "to" => {
+                let s = |i: &Item| {
+                    i.st.as_ref()
+                        .and_then(|s| {
+                            if k.prop == "from" {
+                                s.from_sort_key.clone()
+                            } else {
+                                s.to_sort_key.clone()
+                            }
+                        })
+                        .unwrap_or_default()
+                        .to_lowercase()
+                };
+                s(a).cmp(&s(b))
+            }
+            "hasKeyword" => {
+                let has = |i: &Item| {
+                    k.keyword
+                        .as_ref()
+                        .is_some_and(|f| i.loc.msg.flags.contains(f))
+                };
+                has(a).cmp(&has(b))
+            }
+            _ => Ordering::Equal,
+        };
+        let o = if k.asc { o } else { o.reverse() };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    // Newest first, then by id, so the order is total and stable.
+    b.loc
+        .msg
+        .internal_date
+        .cmp(&a.loc.msg.internal_date)
+        .then_with(|| {
+            (b.loc.folder.uidvalidity, b.loc.msg.uid)
+                .cmp(&(a.loc.folder.uidvalidity, a.loc.msg.uid))
+        })
+}
+
+/// Runs a query: the full sorted (and collapsed) result.
+async fn run_query(req: &mut Req<'_>, args: &Map<String, Value>) -> MResult<Vec<Item>> {
+    let mut texts = Vec::new();
+    let filter = match args.get("filter") {
+        None | Some(Value::Null) => Filter::And(vec![]),
+        Some(v) => parse_filter(v, &mut texts, req)?,
+    };
+    let sort = parse_sort(args)?;
+    let collapse = arg_bool(args, "collapseThreads")?;
+    let needs_structure = collapse
+        || sort
+            .iter()
+            .any(|k| matches!(k.prop.as_str(), "sentAt" | "subject" | "from" | "to"))
+        || uses(&filter, &|f| matches!(f, Filter::HasAttachment(_)));
+    let mut items = Vec::new();
+    for folder in req.folders().await? {
+        if folder_possible(&filter, folder.uidvalidity) == Some(false) {
+            continue;
+        }
+        let snap = req.snapshot(&folder).await?;
+        let live: Vec<&MessageState> = snap.messages.iter().filter(|m| !m.expunged).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let mut text_sets = Vec::with_capacity(texts.len());
+        if !texts.is_empty() {
+            let sel = req.session.select(&folder.name, true).await?;
+            for key in &texts {
+                text_sets.push(sel.search(key).await?.into_iter().collect::<HashSet<u32>>());
+            }
+        }
+        let mut structures = HashMap::new();
+        if needs_structure {
+            let uids = live.iter().map(|m| m.uid).collect();
+            for (uid, st) in req.session.message_structures(&folder.name, uids).await? {
+                structures.insert(uid, Arc::new(st));
+            }
+        }
+        let e = Eval {
+            uv: folder.uidvalidity,
+            texts: &text_sets,
+            structures: &structures,
+        };
+        for m in live {
+            if matches(&filter, m, &e) {
+                items.push(Item {
+                    st: structures.get(&m.uid).cloned(),
+                    loc: Loc {
+                        folder: folder.clone(),
+                        msg: m.clone(),
+                    },
+                });
+            }
+        }
+    }
+    items.sort_by(|a, b| compare(a, b, &sort));
+    if collapse {
+        let mut seen = HashSet::new();
+        items.retain(|i| seen.insert(i.thread()));
+    }
+    Ok(items)
+}
+
+/// Email/query.
+pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let state = req.state().await?;
+    let items = run_query(req, &args).await?;
+    let total = items.len();
+    let ids: Vec<String> = items.iter().map(|i| i.loc.id()).collect();
+    let mut position = arg_int(&args, "position")?.unwrap_or(0);
+    if let Some(anchor) = arg_str(&args, "anchor")? {
+        let anchor = req.resolve_id(anchor);
+        let at = ids
+            .iter()
+            .position(|i| *i == anchor)
+            .ok_or(MethodError::AnchorNotFound)? as i64;
+        position = (at + arg_int(&args, "anchorOffset")?.unwrap_or(0)).max(0);
+    } else if position < 0 {
+        position = (total as i64 + position).max(0);
+    }
+    let position = (position as usize).min(total);
+    let requested = arg_uint(&args, "limit")?.map(|l| l as usize);
+    let limit = requested
+        .unwrap_or(MAX_QUERY_RESULTS)
+        .min(MAX_QUERY_RESULTS);
+    let page: Vec<&String> = ids.iter().skip(position).take(limit).collect();
+    let mut out = json!({
+        "accountId": req.user,
+        "queryState": state,
+        "canCalculateChanges": !arg_bool(&args, "collapseThreads")?,
+        "position": position,
+        "ids": page,
+    });
+    if arg_bool(&args, "calculateTotal")? {
+        out["total"] = json!(total);
+    }
+    if requested.is_some_and(|r| r > limit) {
+        out["limit"] = json!(limit);
+    }
+    Ok(out)
+}
+
+/// Email/queryChanges: every message changed since the state is removed and, where it
+/// matches now, added back at its current index (RFC 8620 5.6 allows removing ids the
+/// client did not have).
+pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    if arg_bool(&args, "collapseThreads")? {
+        return Err(MethodError::CannotCalculateChanges);
+    }
+    let since = arg_str(&args, "sinceQueryState")?
+        .ok_or_else(|| MethodError::InvalidArguments("sinceQueryState is required".into()))?
+        .to_owned();
+    let c = email_changes(req, &since, None).await?;
+    if let Some(max) = arg_uint(&args, "maxChanges")? {
+        if c.created.len() + c.updated.len() + c.destroyed.len() > max as usize {
+            return Err(MethodError::InvalidArguments("tooManyChanges".into()));
+        }
+    }
+    let items = run_query(req, &args).await?;
+    let changed: HashSet<&String> = c.created.iter().chain(&c.updated).collect();
+    let mut added = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let id = it.loc.id();
+        if changed.contains(&id) {
+            added.push(json!({"id": id, "index": i}));
+        }
+    }
+    let removed: Vec<&String> = c.destroyed.iter().chain(&c.updated).collect();
+    let mut out = json!({
+        "accountId": req.user,
+        "oldQueryState": since,
+        "newQueryState": req.state().await?,
+        "removed": removed,
+        "added": added,
+    });
+    if arg_bool(&args, "calculateTotal")? {
+        out["total"] = json!(items.len());
+    }
+    Ok(out)
+}
+
+/// Thread/get: the messages sharing a base subject, oldest first.
+pub(crate) async fn thread_get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let state = req.state().await?;
+    let wanted = super::unique_ids(
+        arg_ids(&args, "ids")?
+            .ok_or_else(|| MethodError::InvalidArguments("ids is required".into()))?,
+    );
+    if wanted.len() > super::MAX_OBJECTS_IN_GET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let mut threads: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for folder in req.folders().await? {
+        let snap = req.snapshot(&folder).await?;
+        let dates: HashMap<u32, i64> = snap
+            .messages
+            .iter()
+            .filter(|m| !m.expunged)
+            .map(|m| (m.uid, m.internal_date))
+            .collect();
+        let uids = dates.keys().copied().collect();
+        for (uid, st) in req.session.message_structures(&folder.name, uids).await? {
+            let t = ids::thread_id(st.subject_decoded.as_deref());
+            if wanted.contains(&t) {
+                threads.entry(t).or_default().push((
+                    dates.get(&uid).copied().unwrap_or(0),
+                    ids::email_id(folder.uidvalidity, uid),
+                ));
+            }
+        }
+    }
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in wanted {
+        match threads.get_mut(&id) {
+            Some(v) => {
+                v.sort();
+                list.push(
+                    json!({"id": id, "emailIds": v.iter().map(|(_, e)| e).collect::<Vec<_>>()}),
+                );
+            }
+            None => not_found.push(id),
+        }
+    }
+    Ok(json!({"accountId": req.user, "state": state, "list": list, "notFound": not_found}))
+}
+
+// ---- Set ----
+
+/// Applies a keywords patch or replacement to a message's flags.
+fn patched_flags(current: &Flags, patch: &Map<String, Value>) -> Result<Option<Vec<Flag>>, Value> {
+    let mut flags: Vec<Flag> = current.to_vec();
+    let mut touched = false;
+    if let Some(kw) = patch.get("keywords") {
+        let kw = kw
+            .as_object()
+            .ok_or_else(|| set_error("invalidProperties", "keywords must be an object"))?;
+        // \Deleted is not a JMAP keyword: keep it across a replacement.
+        flags.retain(|f| *f == Flag::Deleted);
+        for (k, v) in kw {
+            if v != &Value::Bool(true) {
+                return Err(set_error(
+                    "invalidProperties",
+                    "keyword values must be true",
+                ));
+            }
+            flags.push(flag_of_keyword(k).map_err(|e| set_error("invalidProperties", e))?);
+        }
+        touched = true;
+    }
+    for (k, v) in patch {
+        if let Some(name) = k.strip_prefix("keywords/") {
+            let f = flag_of_keyword(name).map_err(|e| set_error("invalidPatch", e))?;
+            flags.retain(|x| *x != f);
+            match v {
+                Value::Bool(true) => flags.push(f),
+                Value::Null => {}
+                _ => return Err(set_error("invalidPatch", "a keyword patch is true or null")),
+            }
+            touched = true;
+        }
+    }
+    Ok(touched.then_some(flags))
+}
+
+/// The mailbox a patch moves the message to, if it changes.
+async fn patched_mailbox(
+    req: &mut Req<'_>,
+    loc: &Loc,
+    patch: &Map<String, Value>,
+) -> Result<Option<Folder>, Value> {
+    let mut set: Vec<String> = vec![loc.folder.id()];
+    let mut touched = false;
+    if let Some(m) = patch.get("mailboxIds") {
+        let m = m
+            .as_object()
+            .ok_or_else(|| set_error("invalidProperties", "mailboxIds must be an object"))?;
+        set = m
+            .iter()
+            .filter(|(_, v)| **v == Value::Bool(true))
+            .map(|(k, _)| req.resolve_id(k))
+            .collect();
+        touched = true;
+    }
+    for (k, v) in patch {
+        if let Some(id) = k.strip_prefix("mailboxIds/") {
+            let id = req.resolve_id(id);
+            set.retain(|x| *x != id);
+            match v {
+                Value::Bool(true) => set.push(id),
+                Value::Null => {}
+                _ => {
+                    return Err(set_error(
+                        "invalidPatch",
+                        "a mailboxIds patch is true or null",
+                    ))
+                }
+            }
+            touched = true;
+        }
+    }
+    if !touched {
+        return Ok(None);
+    }
+    match set.len() {
+        0 => Err(set_error(
+            "invalidProperties",
+            "an email must be in a mailbox",
+        )),
+        1 => {
+            if set[0] == loc.folder.id() {
+                return Ok(None);
+            }
+            let f = req
+                .folder_by_id(&set[0])
+                .await
+                .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+                .ok_or_else(|| set_error("invalidProperties", "no such mailbox"))?;
+            Ok(Some(f))
+        }
+        _ => Err(set_error(
+            "tooManyMailboxes",
+            "an email is in exactly one mailbox here (maxMailboxesPerEmail 1)",
+        )),
+    }
+}
+
+async fn update_one(req: &mut Req<'_>, id: &str, patch: &Value) -> Result<(), Value> {
+    let p = patch
+        .as_object()
+        .ok_or_else(|| set_error("invalidPatch", "a patch is an object"))?;
+    for k in p.keys() {
+        if k != "keywords"
+            && k != "mailboxIds"
+            && !k.starts_with("keywords/")
+            && !k.starts_with("mailboxIds/")
+        {
+            return Err(set_error(
+                "invalidProperties",
+                format!("{k} cannot be changed"),
+            ));
+        }
+    }
+    let loc = locate(req, id)
+        .await
+        .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+        .ok_or_else(|| set_error("notFound", "no such email"))?;
+    let flags = patched_flags(&loc.msg.flags, p)?;
+    let target = patched_mailbox(req, &loc, p).await?;
+    if let Some(flags) = flags {
+        let mut sel = req
+            .session
+            .select(&loc.folder.name, false)
+            .await
+            .map_err(|e| store_set_error(&e))?;
+        sel.store_flags(&[loc.msg.uid], FlagOp::Replace, &flags, None)
+            .await
+            .map_err(|e| store_set_error(&e))?;
+    }
+    if let Some(t) = target {
+        req.session
+            .move_messages(&loc.folder.name, &[loc.msg.uid], &t.name)
+            .await
+            .map_err(|e| store_set_error(&e))?;
+    }
+    Ok(())
+}
+
+async fn destroy_one(req: &mut Req<'_>, id: &str) -> Result<(), Value> {
+    let loc = locate(req, id)
+        .await
+        .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+        .ok_or_else(|| set_error("notFound", "no such email"))?;
+    let mut sel = req
+        .session
+        .select(&loc.folder.name, false)
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    sel.store_flags(&[loc.msg.uid], FlagOp::Add, &[Flag::Deleted], None)
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    sel.expunge(Some(&[loc.msg.uid]))
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    Ok(())
+}
+
+fn builder_addresses(
+    v: &Value,
+) -> Result<Option<mail_builder::headers::address::Address<'static>>, Value> {
+    use mail_builder::headers::address::Address;
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                let email = a
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .filter(|e| !e.chars().any(|c| c.is_control() || c == '<' || c == '>'))
+                    .ok_or_else(|| set_error("invalidProperties", "an EmailAddress needs email"))?;
+                let name = a.get("name").and_then(Value::as_str).map(str::to_owned);
+                out.push(Address::new_address(name, email.to_owned()));
+            }
+            Ok(Some(Address::new_list(out)))
+        }
+        _ => Err(set_error("invalidProperties", "addresses must be a list")),
+    }
+}
+
+/// Bytes of a blob the user may read: an upload or a stored message or part.
+pub(crate) async fn blob_bytes(req: &mut Req<'_>, blob_id: &str) -> MResult<Option<Vec<u8>>> {
+    match ids::parse_blob_id(blob_id) {
+        Some(BlobRef::Upload(tok)) => Ok(req.ctx.blobs.get(&req.user, &tok)),
+        Some(BlobRef::Message { uidvalidity, uid }) => {
+            let Some(f) = req.folder_by_uv(uidvalidity).await? else {
+                return Ok(None);
+            };
+            match req.session.message_bytes(&f.name, uid).await {
+                Ok(b) => Ok(Some(b)),
+                Err(store_client::ClientError::NoSuchMessage(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Some(BlobRef::Part {
+            uidvalidity,
+            uid,
+            part,
+        }) => {
+            let Some(f) = req.folder_by_uv(uidvalidity).await? else {
+                return Ok(None);
+            };
+            let raw = match req.session.message_bytes(&f.name, uid).await {
+                Ok(b) => b,
+                Err(store_client::ClientError::NoSuchMessage(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(part_bytes(&raw, part))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A part's decoded content (a nested message: its raw bytes).
+pub(crate) fn part_bytes(raw: &[u8], part: u32) -> Option<Vec<u8>> {
+    let msg = MessageParser::default().parse(raw)?;
+    let p = msg.part(part)?;
+    match &p.body {
+        PartType::Multipart(_) => None,
+        PartType::Message(_) => {
+            let (s, e) = (p.offset_body as usize, p.offset_end as usize);
+            raw.get(s..e).map(<[u8]>::to_vec)
+        }
+        _ => Some(p.contents().to_vec()),
+    }
+}
+
+/// Builds a message from an Email/set create object.
+async fn build_message(req: &mut Req<'_>, o: &Map<String, Value>) -> Result<Vec<u8>, Value> {
+    use mail_builder::headers::message_id::MessageId;
+    use mail_builder::MessageBuilder;
+    let mut b = MessageBuilder::new();
+    for (prop, _) in o {
+        if ![
+            "mailboxIds",
+            "keywords",
+            "receivedAt",
+            "from",
+            "to",
+            "cc",
+            "bcc",
+            "replyTo",
+            "sender",
+            "subject",
+            "sentAt",
+            "messageId",
+            "inReplyTo",
+            "references",
+            "textBody",
+            "htmlBody",
+            "attachments",
+            "bodyValues",
+            "bodyStructure",
+        ]
+        .contains(&prop.as_str())
+            && !prop.starts_with("header:")
+        {
+            return Err(set_error(
+                "invalidProperties",
+                format!("{prop} cannot be set"),
+            ));
+        }
+    }
+    if let Some(a) = o.get("from").map(builder_addresses).transpose()?.flatten() {
+        b = b.from(a);
+    }
+    if let Some(a) = o.get("to").map(builder_addresses).transpose()?.flatten() {
+        b = b.to(a);
+    }
+    if let Some(a) = o.get("cc").map(builder_addresses).transpose()?.flatten() {
+        b = b.cc(a);
+    }
+    if let Some(a) = o.get("bcc").map(builder_addresses).transpose()?.flatten() {
+        b = b.bcc(a);
+    }
+    if let Some(a) = o
+        .get("replyTo")
+        .map(builder_addresses)
+        .transpose()?
+        .flatten()
+    {
+        b = b.reply_to(a);
+    }
+    if let Some(a) = o
+        .get("sender")
+        .map(builder_addresses)
+        .transpose()?
+        .flatten()
+    {
+        b = b.sender(a);
+    }
+    if let Some(s) = o.get("subject").and_then(Value::as_str) {
+        b = b.subject(s.to_owned());
+    }
+    let date = match o.get("sentAt").and_then(Value::as_str) {
+        Some(d) => ids::parse_date(d).ok_or_else(|| set_error("invalidProperties", "sentAt"))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    b = b.date(date);
+    let id_list = |v: Option<&Value>| -> Option<Vec<String>> {
+        v.and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>'))
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    if let Some(ids) = id_list(o.get("messageId")).and_then(|v| v.into_iter().next()) {
+        b = b.message_id(ids);
+    } else {
+        let mut r = [0u8; 12];
+        let _ = getrandom::getrandom(&mut r);
+        let host = super::submission::local_domain(&req.user);
+        b = b.message_id(format!(
+            "{}@{host}",
+            r.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ));
+    }
+    if let Some(ids) = id_list(o.get("inReplyTo")).filter(|v| !v.is_empty()) {
+        b = b.in_reply_to(MessageId::new_list(ids.into_iter()));
+    }
+    if let Some(ids) = id_list(o.get("references")).filter(|v| !v.is_empty()) {
+        b = b.references(MessageId::new_list(ids.into_iter()));
+    }
+    let values = o.get("bodyValues").and_then(Value::as_object);
+    let value_of = |part: &Value| -> Result<String, Value> {
+        let pid = part
+            .get("partId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| set_error("invalidProperties", "a body part needs partId"))?;
+        values
+            .and_then(|v| v.get(pid))
+            .and_then(|v| v.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| set_error("invalidProperties", format!("no bodyValues for part {pid}")))
+    };
+    let mut text_parts: Vec<Value> = o
+        .get("textBody")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut html_parts: Vec<Value> = o
+        .get("htmlBody")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut attachments: Vec<Value> = o
+        .get("attachments")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(bs) = o.get("bodyStructure") {
+        // Flatten: text leaves with partId are bodies, leaves with blobId attachments.
+        fn walk(
+            v: &Value,
+            t: &mut Vec<Value>,
+            h: &mut Vec<Value>,
+            a: &mut Vec<Value>,
+            depth: usize,
+        ) {
+            if depth > 16 {
+                return;
+            }
+            if let Some(subs) = v.get("subParts").and_then(Value::as_array) {
+                for s in subs {
+                    walk(s, t, h, a, depth + 1);
+                }
+                return;
+            }
+            let ty = v
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("text/plain");
+            if v.get("partId").is_some() {
+                if ty.eq_ignore_ascii_case("text/html") {
+                    h.push(v.clone());
+                } else {
+                    t.push(v.clone());
+                }
+            } else if v.get("blobId").is_some() {
+                a.push(v.clone());
+            }
+        }
+        walk(bs, &mut text_parts, &mut html_parts, &mut attachments, 0);
+    }
+    for p in &text_parts {
+        let ty = p
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("text/plain");
+        if ty.eq_ignore_ascii_case("text/html") {
+            b = b.html_body(value_of(p)?);
+        } else {
+            b = b.text_body(value_of(p)?);
+        }
+    }
+    for p in &html_parts {
+        b = b.html_body(value_of(p)?);
+    }
+    if text_parts.is_empty() && html_parts.is_empty() {
+        b = b.text_body(String::new());
+    }
+    for a in &attachments {
+        let blob_id = a
+            .get("blobId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| set_error("invalidProperties", "an attachment needs blobId"))?;
+        let blob_id = req.resolve_id(blob_id);
+        let data = blob_bytes(req, &blob_id)
+            .await
+            .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+            .ok_or_else(|| set_error("blobNotFound", format!("no blob {blob_id}")))?;
+        let ty = a
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| t.contains('/') && !t.chars().any(|c| c.is_control() || c.is_whitespace()))
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let name = a
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("attachment")
+            .replace(['\r', '\n', '"'], "_");
+        let inline = a.get("disposition").and_then(Value::as_str) == Some("inline");
+        match (inline, a.get("cid").and_then(Value::as_str)) {
+            (true, Some(cid)) => b = b.inline(ty, cid.replace(['\r', '\n', '<', '>'], ""), data),
+            _ => b = b.attachment(ty, name, data),
+        }
+    }
+    b.write_to_vec()
+        .map_err(|e| set_error("serverFail", format!("cannot build the message: {e}")))
+}
+
+fn flags_from_keywords(o: &Map<String, Value>) -> Result<Vec<Flag>, Value> {
+    let mut flags = Vec::new();
+    if let Some(kw) = o.get("keywords") {
+        let kw = kw
+            .as_object()
+            .ok_or_else(|| set_error("invalidProperties", "keywords must be an object"))?;
+        for (k, v) in kw {
+            if v != &Value::Bool(true) {
+                return Err(set_error(
+                    "invalidProperties",
+                    "keyword values must be true",
+                ));
+            }
+            flags.push(flag_of_keyword(k).map_err(|e| set_error("invalidProperties", e))?);
+        }
+    }
+    Ok(flags)
+}
+
+async fn target_mailbox(req: &mut Req<'_>, o: &Map<String, Value>) -> Result<Folder, Value> {
+    let m = o
+        .get("mailboxIds")
+        .and_then(Value::as_object)
+        .ok_or_else(|| set_error("invalidProperties", "mailboxIds is required"))?;
+    let ids: Vec<&String> = m
+        .iter()
+        .filter(|(_, v)| **v == Value::Bool(true))
+        .map(|(k, _)| k)
+        .collect();
+    if ids.len() != 1 {
+        return Err(set_error(
+            "invalidProperties",
+            "mailboxIds must name exactly one mailbox (maxMailboxesPerEmail 1)",
+        ));
+    }
+    req.folder_by_id(ids[0])
+        .await
+        .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+        .ok_or_else(|| set_error("invalidProperties", "no such mailbox"))
+}
+
+/// Appends a message and answers what a create returns.
+async fn append(
+    req: &mut Req<'_>,
+    folder: &Folder,
+    data: Vec<u8>,
+    flags: &[Flag],
+    date: Option<i64>,
+) -> Result<Value, Value> {
+    let size = data.len();
+    let st = MessageStructure::parse(&data);
+    let r = req
+        .session
+        .append(&folder.name, data, flags, date)
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    Ok(json!({
+        "id": ids::email_id(r.uidvalidity, r.uid),
+        "blobId": ids::message_blob_id(r.uidvalidity, r.uid),
+        "threadId": ids::thread_id(st.subject_decoded.as_deref()),
+        "size": size,
+    }))
+}
+
+/// Email/set.
+pub(crate) async fn set(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let old_state = req.state().await?;
+    if let Some(s) = arg_str(&args, "ifInState")? {
+        if s != old_state {
+            return Err(MethodError::StateMismatch);
+        }
+    }
+    let n = args
+        .get("create")
+        .and_then(Value::as_object)
+        .map_or(0, Map::len)
+        + args
+            .get("update")
+            .and_then(Value::as_object)
+            .map_or(0, Map::len)
+        + args
+            .get("destroy")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+    if n > super::MAX_OBJECTS_IN_SET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let (mut created, mut not_created) = (Map::new(), Map::new());
+    let (mut updated, mut not_updated) = (Map::new(), Map::new());
+    let (mut destroyed, mut not_destroyed) = (Vec::new(), Map::new());
+    if let Some(create) = args.get("create") {
+        let create = create
+            .as_object()
+            .ok_or_else(|| MethodError::InvalidArguments("create must be an object".into()))?;
+        for (cid, obj) in create {
+            let r = async {
+                let o = obj
+                    .as_object()
+                    .ok_or_else(|| set_error("invalidProperties", "not an object"))?;
+                let folder = target_mailbox(req, o).await?;
+                let flags = flags_from_keywords(o)?;
+                let data = build_message(req, o).await?;
+                let date = match o.get("receivedAt").and_then(Value::as_str) {
+                    Some(d) => Some(
+                        ids::parse_date(d)
+                            .ok_or_else(|| set_error("invalidProperties", "receivedAt"))?,
+                    ),
+                    None => None,
+                };
+                append(req, &folder, data, &flags, date).await
+            }
+            .await;
+            req.invalidate();
+            match r {
+                Ok(v) => {
+                    if let Some(id) = v.get("id").and_then(Value::as_str) {
+                        req.created_ids.insert(cid.clone(), id.to_owned());
+                    }
+                    created.insert(cid.clone(), v);
+                }
+                Err(e) => {
+                    not_created.insert(cid.clone(), e);
+                }
+            }
+        }
+    }
+    if let Some(update) = args.get("update") {
+        let update = update
+            .as_object()
+            .ok_or_else(|| MethodError::InvalidArguments("update must be an object".into()))?;
+        for (id, patch) in update {
+            let r = update_one(req, id, patch).await;
+            req.invalidate();
+            match r {
+                Ok(()) => {
+                    updated.insert(req.resolve_id(id), Value::Null);
+                }
+                Err(e) => {
+                    not_updated.insert(id.clone(), e);
+                }
+            }
+        }
+    }
+    if let Some(destroy) = arg_ids(&args, "destroy")? {
+        for id in destroy {
+            let r = destroy_one(req, &id).await;
+            req.invalidate();
+            match r {
+                Ok(()) => destroyed.push(req.resolve_id(&id)),
+                Err(e) => {
+                    not_destroyed.insert(id, e);
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "accountId": req.user, "oldState": old_state, "newState": req.state().await?,
+        "created": created, "notCreated": not_created,
+        "updated": updated, "notUpdated": not_updated,
+        "destroyed": destroyed, "notDestroyed": not_destroyed,
+    }))
+}
+
+/// Email/import: messages from blobs (uploads, or stored messages).
+pub(crate) async fn import(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let old_state = req.state().await?;
+    if let Some(s) = arg_str(&args, "ifInState")? {
+        if s != old_state {
+            return Err(MethodError::StateMismatch);
+        }
+    }
+    let emails = args
+        .get("emails")
+        .and_then(Value::as_object)
+        .ok_or_else(|| MethodError::InvalidArguments("emails must be an object".into()))?;
+    if emails.len() > super::MAX_OBJECTS_IN_SET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let (mut created, mut not_created) = (Map::new(), Map::new());
+    for (cid, obj) in emails {
+        let r = async {
+            let o = obj
+                .as_object()
+                .ok_or_else(|| set_error("invalidProperties", "not an object"))?;
+            let blob_id = o
+                .get("blobId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| set_error("invalidProperties", "blobId is required"))?;
+            let blob_id = req.resolve_id(blob_id);
+            let data = blob_bytes(req, &blob_id)
+                .await
+                .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+                .ok_or_else(|| set_error("blobNotFound", format!("no blob {blob_id}")))?;
+            if MessageParser::default().parse_headers(&data).is_none() || data.is_empty() {
+                return Err(set_error("invalidEmail", "the blob is not a message"));
+            }
+            let folder = target_mailbox(req, o).await?;
+            let flags = flags_from_keywords(o)?;
+            let date = match o.get("receivedAt").and_then(Value::as_str) {
+                Some(d) => Some(
+                    ids::parse_date(d)
+                        .ok_or_else(|| set_error("invalidProperties", "receivedAt"))?,
+                ),
+                None => None,
+            };
+            append(req, &folder, data, &flags, date).await
+        }
+        .await;
+        req.invalidate();
+        match r {
+            Ok(v) => {
+                if let Some(id) = v.get("id").and_then(Value::as_str) {
+                    req.created_ids.insert(cid.clone(), id.to_owned());
+                }
+                created.insert(cid.clone(), v);
+            }
+            Err(e) => {
+                not_created.insert(cid.clone(), e);
+            }
+        }
+    }
+    Ok(json!({
+        "accountId": req.user, "oldState": old_state, "newState": req.state().await?,
+        "created": created, "notCreated": not_created,
+    }))
+}
+
+/// Email/copy (RFC 8621 4.7): between accounts only, and this server has one per user.
+pub(crate) async fn copy(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    match arg_str(&args, "fromAccountId")? {
+        Some(a) if a == req.user => Err(MethodError::InvalidArguments(
+            "fromAccountId must differ from accountId; use Email/set to move within an account"
+                .into(),
+        )),
+        Some(_) => Err(MethodError::FromAccountNotFound),
+        None => Err(MethodError::InvalidArguments(
+            "fromAccountId is required".into(),
+        )),
+    }
+}
+
+/// Email/parse: Email objects for message blobs (no id, mailboxIds, keywords, receivedAt).
+pub(crate) async fn parse(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let blob_ids = arg_ids(&args, "blobIds")?
+        .ok_or_else(|| MethodError::InvalidArguments("blobIds is required".into()))?;
+    if blob_ids.len() > super::MAX_OBJECTS_IN_GET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let mut props = arg_props(&args, "properties")?.unwrap_or_else(|| {
+        DEFAULT_PROPERTIES
+            .iter()
+            .filter(|p| !matches!(**p, "id" | "mailboxIds" | "keywords" | "receivedAt"))
+            .map(|s| s.to_string())
+            .collect()
+    });
+    props.retain(|p| !matches!(p.as_str(), "id" | "mailboxIds" | "keywords" | "receivedAt"));
+    for p in &props {
+        if !DEFAULT_PROPERTIES.contains(&p.as_str())
+            && !OTHER_PROPERTIES.contains(&p.as_str())
+            && !p.starts_with("header:")
+        {
+            return Err(MethodError::InvalidArguments(format!(
+                "unknown property {p}"
+            )));
+        }
+    }
+    let opts = body_opts(&args)?;
+    let (mut parsed, mut not_parsable, mut not_found) = (Map::new(), Vec::new(), Vec::new());
+    for blob_id in blob_ids {
+        let Some(data) = blob_bytes(req, &blob_id).await? else {
+            not_found.push(blob_id);
+            continue;
+        };
+        let Some(msg) = MessageParser::default().parse(&data) else {
+            not_parsable.push(blob_id);
+            continue;
+        };
+        let st = MessageStructure::parse(&data);
+        let mut o = Map::new();
+        for p in &props {
+            match p.as_str() {
+                "blobId" => {
+                    o.insert(p.clone(), json!(blob_id));
+                }
+                "size" => {
+                    o.insert(p.clone(), json!(data.len()));
+                }
+                _ => {}
+            }
+        }
+        structure_props(&mut o, &st, &props);
+        let base = blob_id.clone();
+        let blob = move |part: u32| format!("{base}_{part:x}");
+        parsed_props(&mut o, &msg, &props, &opts, &blob)?;
+        parsed.insert(blob_id, Value::Object(o));
+    }
+    Ok(json!({
+        "accountId": req.user, "parsed": parsed, "notParsable": not_parsable, "notFound": not_found,
+    }))
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Marks every case-insensitive occurrence of the terms with `<mark>` (HTML-escaped).
+fn highlight(text: &str, terms: &[String]) -> Option<String> {
+    let lower = text.to_lowercase();
+    if lower.len() != text.len() {
+        // Lower-casing changed byte lengths: match on the text as it is.
+        let hit = terms.iter().any(|t| text.contains(t.as_str()));
+        return hit.then(|| escape_html(text));
+    }
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for t in terms {
+        let t = t.to_lowercase();
+        if t.is_empty() {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(&t) {
+            spans.push((from + i, from + i + t.len()));
+            from += i + t.len();
+        }
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort();
+    let mut out = String::new();
+    let mut at = 0;
+    for (s, e) in spans {
+        if s < at || !text.is_char_boundary(s) || !text.is_char_boundary(e) {
+            continue;
+        }
+        out.push_str(&escape_html(&text[at..s]));
+        out.push_str("<mark>");
+        out.push_str(&escape_html(&text[s..e]));
+        out.push_str("</mark>");
+        at = e;
+    }
+    out.push_str(&escape_html(&text[at..]));
+    Some(out)
+}
+
+fn filter_terms(v: &Value, out: &mut Vec<String>) {
+    if let Some(conds) = v.get("conditions").and_then(Value::as_array) {
+        if v.get("operator").and_then(Value::as_str) != Some("NOT") {
+            for c in conds {
+                filter_terms(c, out);
+            }
+        }
+        return;
+    }
+    for k in ["text", "subject", "body"] {
+        if let Some(s) = v.get(k).and_then(Value::as_str) {
+            out.extend(s.split_whitespace().map(str::to_owned));
+        }
+    }
+}
+
+/// SearchSnippet/get: subject and a body excerpt with the search terms marked.
+pub(crate) async fn snippets(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let ids = arg_ids(&args, "emailIds")?
+        .ok_or_else(|| MethodError::InvalidArguments("emailIds is required".into()))?;
+    if ids.len() > super::MAX_OBJECTS_IN_GET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let mut terms = Vec::new();
+    if let Some(f) = args.get("filter") {
+        filter_terms(f, &mut terms);
+    }
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in ids {
+        let Some(loc) = locate(req, &id).await? else {
+            not_found.push(id);
+            continue;
+        };
+        let st = req
+            .session
+            .message_structure(&loc.folder.name, loc.msg.uid)
+            .await?;
+        let subject = st
+            .subject_decoded
+            .as_deref()
+            .and_then(|s| highlight(s, &terms));
+        let mut preview = None;
+        if !terms.is_empty() {
+            let raw = req
+                .session
+                .message_bytes(&loc.folder.name, loc.msg.uid)
+                .await?;
+            if let Some(msg) = MessageParser::default().parse(&raw) {
+                let body: String = msg
+                    .text_body
+                    .iter()
+                    .filter_map(|i| msg.body_text(*i as usize))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+                let lower = body.to_lowercase();
+                let first = terms
+                    .iter()
+                    .filter_map(|t| lower.find(&t.to_lowercase()))
+                    .min();
+                if let Some(at) = first.filter(|_| lower.len() == body.len()) {
+                    let mut start = at.saturating_sub(60);
+                    while !body.is_char_boundary(start) {
+                        start -= 1;
+                    }
+                    let mut end = (at + 200).min(body.len());
+                    while !body.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    preview = highlight(&body[start..end], &terms);
+                }
+            }
+        }
+        list.push(json!({"emailId": id, "subject": subject, "preview": preview}));
+    }
+    Ok(json!({"accountId": req.user, "list": list, "notFound": not_found}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highlight_marks_and_escapes() {
+        assert_eq!(
+            highlight("Lunch <today>", &["lunch".into()]).as_deref(),
+            Some("<mark>Lunch</mark> &lt;today&gt;")
+        );
+        assert_eq!(highlight("nothing", &["x".into()]), None);
+    }
+
+    #[test]
+    fn message_ids_without_brackets() {
+        assert_eq!(msg_ids(Some(b"<a@b> <c@d>")), json!(["a@b", "c@d"]));
+        assert_eq!(msg_ids(None), Value::Null);
+    }
+
+    #[test]
+    fn keyword_mapping() {
+        assert_eq!(flag_of_keyword("$Seen"), Ok(Flag::Seen));
+        assert!(flag_of_keyword("bad keyword").is_err());
+    }
+}
