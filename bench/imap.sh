@@ -38,8 +38,20 @@ OUR_IMAP=12243; DV_IMAP=11243
 
 # Descriptors for 10,000 connections: servers and client inherit this.
 ulimit -n "$(ulimit -Hn)"
-dpkg-query -W -f='${Status}' dovecot-imapd 2>/dev/null | grep -q "install ok installed" ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
+dpkg-query -W -f='${Status}' dovecot-core 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-core >/dev/null
+# Dovecot's imap and imap-login: from dovecot-imapd when installed; otherwise unpacked from
+# its package into a private directory, as installing it would remove cyrus-imapd (both
+# provide imap-server) and the tests use Cyrus.
+DV_BIN=/usr/lib/dovecot
+if [ ! -x $DV_BIN/imap ] || [ ! -x $DV_BIN/imap-login ]; then
+    DV_PKG=/var/tmp/imap-bench-dovecot-imapd
+    if [ ! -x $DV_PKG/usr/lib/dovecot/imap ]; then
+        rm -rf $DV_PKG; mkdir -p $DV_PKG
+        (cd $DV_PKG && apt-get download -q dovecot-imapd >/dev/null 2>&1 && dpkg-deb -x dovecot-imapd_*.deb .)
+    fi
+    DV_BIN=$DV_PKG/usr/lib/dovecot
+fi
 if [[ " $SIDES " == *" ours "* ]]; then
     cargo build --release -q -p msg-admin -p imapd -p store-bench
 else
@@ -83,6 +95,10 @@ fi
 # --- the servers -----------------------------------------------------------------------
 if [[ " $SIDES " == *" ours "* ]]; then
     [ -f $B/msg/config/msg.conf ] || { $T/start-msg --root $B/msg >/dev/null; $T/imap-load load-store --dir $B/msg --users $USERS --messages $MESSAGES --big $BIG; }
+    # Room for $IDLE sessions in one process under the machine's hard descriptor limit
+    # (20,000 here): an idle session holds one descriptor, its socket.
+    $T/configutil --root $B/msg -o service.imap.sessionsperprocess -v $(( IDLE + 1000 ))
+    $T/configutil --root $B/msg -o local.service.imap.fdpersession -v 1
     $T/imapd --root $B/msg --listen 127.0.0.1:$OUR_IMAP >$B/imapd.out 2>$B/imapd.err &
     IMAPD_PID=$!
     wait_port $OUR_IMAP
@@ -125,9 +141,23 @@ service imap-login {
   service_count = 0
   process_min_avail = 2
   client_limit = $(( DV_IDLE + 1000 ))
+  executable = $DV_BIN/imap-login
 }
 service imap {
   process_limit = $(( DV_IDLE + 1000 ))
+  executable = $DV_BIN/imap
+}
+service imap-urlauth {
+  executable = $DV_BIN/imap-urlauth
+}
+service imap-urlauth-login {
+  executable = $DV_BIN/imap-urlauth-login
+}
+service imap-urlauth-worker {
+  executable = $DV_BIN/imap-urlauth-worker
+}
+service imap-hibernate {
+  executable = $DV_BIN/imap-hibernate
 }
 CONF
 dovecot -c $B/dovecot/dovecot.conf
@@ -137,6 +167,31 @@ port_of() { if [ "$1" = ours ]; then echo $OUR_IMAP; else echo $DV_IMAP; fi; }
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A R
+
+server_pids() {
+    if [ "$1" = ours ]; then echo "$IMAPD_PID"; return; fi
+    local all frontier next c
+    all=$(cat $B/dovecot/run/master.pid); frontier=$all
+    while [ -n "$frontier" ]; do
+        next=""
+        for c in $frontier; do next="$next $(cat /proc/$c/task/*/children 2>/dev/null || true)"; done
+        frontier=$(echo $next)
+        [ -n "$frontier" ] && all="$all $frontier"
+    done
+    echo $all
+}
+# Sum of one smaps_rollup field (kB) over the server's processes.
+mem_kb() {
+    local sum=0 p v
+    for p in $(server_pids "$1"); do
+        v=$(awk -v f="$2:" '$1 == f {print $2}' /proc/$p/smaps_rollup 2>/dev/null || true)
+        sum=$(( sum + ${v:-0} ))
+    done
+    echo $sum
+}
+sleep 2
+declare -A BASE_PROCS
+for who in $SIDES; do BASE_PROCS[$who]=$(server_pids $who | wc -w); done
 
 # Warm up: every user's folder once on each side (Dovecot builds its index files at the
 # first SELECT), then the large folder once (untimed).
@@ -172,37 +227,22 @@ if [ "$BIG" -gt 0 ]; then
 fi
 
 # --- 3. memory per idle authenticated connection ---------------------------------------------
-server_pids() {
-    if [ "$1" = ours ]; then echo "$IMAPD_PID"; return; fi
-    local all frontier next c
-    all=$(cat $B/dovecot/run/master.pid); frontier=$all
-    while [ -n "$frontier" ]; do
-        next=""
-        for c in $frontier; do next="$next $(cat /proc/$c/task/*/children 2>/dev/null || true)"; done
-        frontier=$(echo $next)
-        [ -n "$frontier" ] && all="$all $frontier"
-    done
-    echo $all
-}
-# Sum of one smaps_rollup field (kB) over the server's processes.
-mem_kb() {
-    local sum=0 p v
-    for p in $(server_pids "$1"); do
-        v=$(awk -v f="$2:" '$1 == f {print $2}' /proc/$p/smaps_rollup 2>/dev/null || true)
-        sum=$(( sum + ${v:-0} ))
-    done
-    echo $sum
-}
 for run in $(seq 1 "$RUNS"); do
     for who in $SIDES; do
         n=$IDLE; [ $who = dovecot ] && n=$DV_IDLE
         rm -f $B/release $B/idle.out
+        # Dovecot's imap processes of the previous run take a while to exit.
+        for _ in $(seq 1 120); do [ "$(server_pids $who | wc -w)" -le "${BASE_PROCS[$who]}" ] && break; sleep 0.5; done
         sleep 2
         pss0=$(mem_kb $who Pss); rss0=$(mem_kb $who Rss)
         $T/imap-load idle --addr 127.0.0.1:$(port_of $who) --connections $n --users $USERS \
             --release $B/release >$B/idle.out 2>$B/idle-$who-$run.err &
         LOAD_PID=$!
-        for _ in $(seq 1 1200); do grep -q '^ready' $B/idle.out 2>/dev/null && break; sleep 0.5; done
+        for _ in $(seq 1 1200); do
+            grep -q '^ready' $B/idle.out 2>/dev/null && break
+            kill -0 $LOAD_PID 2>/dev/null || break
+            sleep 0.5
+        done
         sleep 3
         pss1=$(mem_kb $who Pss); rss1=$(mem_kb $who Rss)
         touch $B/release
