@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use message_structure::MessageStructure;
 use msgstore::folder::{self as sf, recount, CACHE, EXP, IDX, JNL, LCK, META};
@@ -144,7 +145,21 @@ fn parse_meta(b: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn scan(dir: &Path, name: &str) -> Result<Scan, String> {
+fn message_path(dir: &Path, uid: u32) -> PathBuf {
+    dir.join(format!("{:x}", uid >> 12))
+        .join(format!("{uid}.msg"))
+}
+
+/// The finding for a message file whose bytes no longer match the checksum taken at delivery.
+fn content_damaged(uid: u32, name: &str) -> String {
+    format!(
+        "Message file of msg {uid} in mailbox {name} is damaged: its content does not match the checksum taken at delivery. Needs reconstruct"
+    )
+}
+
+/// `verify_content` (`-n -f`): also read every message file and compare its CRC32 with the
+/// one its index record holds.
+fn scan(dir: &Path, name: &str, verify_content: bool) -> Result<Scan, String> {
     let mut s = Scan::default();
     let idx_path = dir.join(IDX);
     let idx = read_opt(&idx_path).map_err(|e| ctx(e, "reading", &idx_path))?;
@@ -312,6 +327,18 @@ fn scan(dir: &Path, name: &str) -> Result<Scan, String> {
                     "Message file of msg {} in mailbox {name} has {size} bytes, the index says {}",
                     r.uid, r.size
                 )),
+                Some(_) if verify_content && r.content_crc != 0 => {
+                    let path = message_path(dir, r.uid);
+                    match std::fs::read(&path) {
+                        Ok(b) if crc32fast::hash(&b) != r.content_crc => {
+                            s.findings.push(content_damaged(r.uid, name))
+                        }
+                        Ok(_) => {}
+                        // Erased by stored meanwhile: not damage.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(ctx(e, "reading", &path)),
+                    }
+                }
                 Some(_) => {}
             }
             let cache_ok = sf::decode_cache_entry(&s.cache, r)
@@ -347,6 +374,11 @@ fn scan(dir: &Path, name: &str) -> Result<Scan, String> {
 /// Check one folder and, unless `-n`, rebuild it when the check found a problem (or always
 /// with `-f`). Holds the folder's lock throughout: shared to check, exclusive to repair.
 pub fn process(t: &Target, o: &RepairOptions) -> Outcome {
+    process_counted(t, o, &AtomicU64::new(0))
+}
+
+/// `process`, adding the messages checked or rebuilt to `messages` as it goes (progress).
+pub fn process_counted(t: &Target, o: &RepairOptions, messages: &AtomicU64) -> Outcome {
     let name = t.name.as_str();
     let mut out = Outcome::default();
     if !t.dir.is_dir() {
@@ -375,7 +407,7 @@ pub fn process(t: &Target, o: &RepairOptions) -> Outcome {
             return out;
         }
     };
-    let mut s = match scan(&t.dir, name) {
+    let mut s = match scan(&t.dir, name, o.check_only && o.force) {
         Ok(s) => s,
         Err(e) => {
             out.lines.push(format!("Could not check {name}: {e}"));
@@ -386,10 +418,14 @@ pub fn process(t: &Target, o: &RepairOptions) -> Outcome {
     out.lines.append(&mut s.findings);
     out.damaged = !out.lines.is_empty();
     if o.check_only || (!out.damaged && !o.force) {
+        messages.fetch_add(s.files.len() as u64, Ordering::Relaxed);
         return out;
     }
-    match rebuild(t, s, o, &mut out.lines) {
-        Ok(()) => out.rebuilt = true,
+    match rebuild(t, s, o, &mut out.lines, messages) {
+        Ok(damaged_files) => {
+            out.rebuilt = true;
+            out.damaged |= damaged_files > 0;
+        }
         Err(e) => {
             out.lines.push(format!("Could not rebuild {name}: {e}"));
             out.failed = true;
@@ -418,12 +454,65 @@ pub fn meta_text(e: &MailboxEntry) -> String {
     )
 }
 
+/// A message file as a rebuild needs it.
+struct Parsed {
+    size: u64,
+    crc: u32,
+    structure: Vec<u8>,
+}
+
+/// Below this many messages a folder is read on the calling thread (folders themselves are
+/// already spread over threads). Small in unit tests, so that they cover the threaded path.
+const PARALLEL_PARSE_MIN: usize = if cfg!(test) { 64 } else { 2048 };
+/// Threads reading and parsing one large folder.
+const PARSE_THREADS: usize = 4;
+
+/// Read, checksum and parse the message files `uids`, in that order. A large folder is split
+/// over a few threads: parsing is most of a rebuild's time, and one folder would otherwise
+/// use one core.
+fn read_and_parse(dir: &Path, uids: &[u32], messages: &AtomicU64) -> Result<Vec<Parsed>, String> {
+    let one = |uid: u32| -> Result<Parsed, String> {
+        let path = message_path(dir, uid);
+        let raw = std::fs::read(&path).map_err(|e| ctx(e, "reading", &path))?;
+        messages.fetch_add(1, Ordering::Relaxed);
+        Ok(Parsed {
+            size: raw.len() as u64,
+            crc: crc32fast::hash(&raw),
+            structure: MessageStructure::parse(&raw).to_bytes(),
+        })
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(PARSE_THREADS);
+    if uids.len() < PARALLEL_PARSE_MIN || threads < 2 {
+        return uids.iter().map(|&u| one(u)).collect();
+    }
+    let chunk = uids.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let parts: Vec<_> = uids
+            .chunks(chunk)
+            .map(|part| {
+                sc.spawn(move || part.iter().map(|&u| one(u)).collect::<Result<Vec<_>, _>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(uids.len());
+        for p in parts {
+            out.extend(
+                p.join()
+                    .map_err(|_| "a reader thread panicked".to_owned())??,
+            );
+        }
+        Ok(out)
+    })
+}
+
 fn rebuild(
     t: &Target,
     mut s: Scan,
     o: &RepairOptions,
     lines: &mut Vec<String>,
-) -> Result<(), String> {
+    messages: &AtomicU64,
+) -> Result<usize, String> {
     let name = t.name.as_str();
     let dir = &t.dir;
     if o.restore_expunged {
@@ -512,7 +601,15 @@ fn rebuild(
     let mut records = Vec::with_capacity(s.files.len());
     let mut cache = Vec::new();
     let mut new_exp = Vec::new();
-    for (&uid, &(size, mtime)) in &s.files {
+    let mut changed = Vec::new();
+    let live: Vec<u32> = s
+        .files
+        .keys()
+        .copied()
+        .filter(|u| !expunged.contains(u))
+        .collect();
+    let mut parsed = read_and_parse(dir, &live, messages)?.into_iter();
+    for (&uid, &(_, mtime)) in &s.files {
         let st = state.get(&uid).copied();
         if expunged.contains(&uid) {
             let (f, k, m) = st.unwrap_or((0, 0, new_modseq));
@@ -525,11 +622,16 @@ fn rebuild(
             ));
             continue;
         }
-        let path = dir
-            .join(format!("{:x}", uid >> 12))
-            .join(format!("{uid}.msg"));
-        let raw = std::fs::read(&path).map_err(|e| ctx(e, "reading", &path))?;
-        let structure = MessageStructure::parse(&raw).to_bytes();
+        let Some(p) = parsed.next() else {
+            return Err(format!("message {uid} was not read"));
+        };
+        let old = s.all_records.get(&uid);
+        if old.is_some_and(|r| r.content_crc != 0 && r.content_crc != p.crc) {
+            // A message's content never changes under its UID (RFC 3501): the damaged file
+            // gets a new UID below, so that clients fetch it again.
+            changed.push((uid, p, st));
+            continue;
+        }
         let (flags, kw, modseq) = match st {
             Some((f, k, _)) if f & flag::EXPUNGED != 0 => (f & !flag::EXPUNGED, k, new_modseq),
             Some(v) => v,
@@ -538,15 +640,17 @@ fn rebuild(
         let rec = Record {
             uid,
             flags: flags & flag::USER_MASK,
-            internal_date: mtime,
-            size,
+            // The record's date survives a file whose mtime was touched.
+            internal_date: old.map_or(mtime, |r| r.internal_date),
+            size: p.size,
             modseq,
             keywords: kw,
             cache_offset: cache.len() as u64,
-            cache_len: structure.len() as u32,
-            save_date: s.all_records.get(&uid).map_or(mtime, |r| r.save_date),
+            cache_len: p.structure.len() as u32,
+            save_date: old.map_or(mtime, |r| r.save_date),
+            content_crc: p.crc,
         };
-        cache.extend_from_slice(&sf::encode_cache_entry(uid, &structure));
+        cache.extend_from_slice(&sf::encode_cache_entry(uid, &p.structure));
         records.push(rec);
     }
 
@@ -559,11 +663,47 @@ fn rebuild(
         .copied()
         .max()
         .unwrap_or(0);
-    let uidnext = s
+    let mut uidnext = s
         .header
         .map_or(1, |h| h.uidnext)
         .max(max_uid.saturating_add(1))
         .max(1);
+    let damaged_files = changed.len();
+    for (uid, p, st) in changed {
+        let new_uid = uidnext;
+        let from = message_path(dir, uid);
+        let to = message_path(dir, new_uid);
+        if let Some(bucket) = to.parent() {
+            std::fs::create_dir_all(bucket).map_err(|e| ctx(e, "creating", bucket))?;
+        }
+        fsutil::rename_noreplace(&from, &to)
+            .map_err(|e| ctx(e, "renaming", &from))
+            .and_then(|placed| {
+                placed
+                    .then_some(())
+                    .ok_or_else(|| format!("{} already exists", to.display()))
+            })?;
+        uidnext += 1;
+        let old = s.all_records.get(&uid);
+        let (flags, kw) = st.map_or((0, 0), |(f, k, _)| (f & !flag::EXPUNGED, k));
+        let mtime = s.files.get(&uid).map_or(0, |f| f.1);
+        records.push(Record {
+            uid: new_uid,
+            flags: flags & flag::USER_MASK,
+            internal_date: old.map_or(mtime, |r| r.internal_date),
+            size: p.size,
+            modseq: new_modseq,
+            keywords: kw,
+            cache_offset: cache.len() as u64,
+            cache_len: p.structure.len() as u32,
+            save_date: old.map_or(mtime, |r| r.save_date),
+            content_crc: p.crc,
+        });
+        cache.extend_from_slice(&sf::encode_cache_entry(new_uid, &p.structure));
+        lines.push(format!(
+            "Message file of msg {uid} in mailbox {name} changed after delivery: kept as msg {new_uid}, so that clients fetch it again"
+        ));
+    }
     let created = s
         .header
         .map(|h| h.created)
@@ -627,5 +767,44 @@ fn rebuild(
         ));
     }
     lines.push(summary);
-    Ok(())
+    Ok(damaged_files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threaded path returns every message, in UID order, as the single-threaded one.
+    #[test]
+    fn read_and_parse_keeps_order_on_threads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uids: Vec<u32> = (1..=(PARALLEL_PARSE_MIN as u32 + 100)).collect();
+        for &u in &uids {
+            let p = message_path(dir.path(), u);
+            std::fs::create_dir_all(p.parent().expect("bucket")).expect("mkdir");
+            std::fs::write(
+                &p,
+                format!("Subject: {u}\r\n\r\n{}\r\n", "x".repeat(u as usize % 7)),
+            )
+            .expect("write");
+        }
+        let n = AtomicU64::new(0);
+        let all = read_and_parse(dir.path(), &uids, &n).expect("parsed");
+        assert_eq!(n.load(Ordering::Relaxed), uids.len() as u64);
+        let few = read_and_parse(dir.path(), &uids[..50], &n).expect("parsed");
+        for (i, (&u, p)) in uids.iter().zip(&all).enumerate() {
+            let raw = std::fs::read(message_path(dir.path(), u)).expect("read");
+            assert_eq!(
+                (p.size, p.crc),
+                (raw.len() as u64, crc32fast::hash(&raw)),
+                "{u}"
+            );
+            let st = MessageStructure::from_bytes(&p.structure).expect("structure");
+            assert_eq!(st.subject_decoded.as_deref(), Some(u.to_string().as_str()));
+            if let Some(f) = few.get(i) {
+                assert_eq!(f.structure, p.structure);
+            }
+        }
+        assert!(read_and_parse(dir.path(), &[999_999], &n).is_err());
+    }
 }

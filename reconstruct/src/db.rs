@@ -136,7 +136,8 @@ fn entry_from_dir(name: &MailboxName, partition: &str, dir: &Path) -> MailboxEnt
 }
 
 /// `-m`: add entries for folder directories the database lacks, remove entries whose
-/// directory is gone, then recompute the usage of the quota roots touched.
+/// directory is gone, correct quota roots that disagree with the folder's `store.meta`, then
+/// recompute the usage of the quota roots touched.
 pub fn fix_mailboxes(
     db: &MailboxDb,
     partitions: &BTreeMap<String, PathBuf>,
@@ -262,7 +263,7 @@ pub fn fix_mailboxes_settled(
         }
     }
 
-    // Entries whose directory is gone.
+    // Entries whose directory is gone, and quota roots that disagree with the directory's.
     for e in &entries {
         if only_partition.is_some_and(|p| p != e.partition) {
             continue;
@@ -286,6 +287,7 @@ pub fn fix_mailboxes_settled(
         };
         let dir = layout::folder_dir(ppath, &name);
         if dir.join(IDX).exists() || dir.join(META).exists() {
+            fix_quota_root(db, e, &dir, check_only, &mut out, &mut touched_roots);
             continue;
         }
         out.changes += 1;
@@ -316,6 +318,63 @@ pub fn fix_mailboxes_settled(
         out.failures += q.failures;
     }
     out
+}
+
+/// A folder whose database entry names another quota root than its `store.meta`: the
+/// directory's copy is what the store wrote last (a rename to another user rewrites it),
+/// so the database follows it.
+fn fix_quota_root(
+    db: &MailboxDb,
+    e: &MailboxEntry,
+    dir: &Path,
+    check_only: bool,
+    out: &mut DbOutcome,
+    touched_roots: &mut BTreeSet<String>,
+) {
+    let Some(meta_root) = meta_of(dir)
+        .get("quotaroot")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
+        return;
+    };
+    if meta_root == e.quota_root {
+        return;
+    }
+    if !check_only {
+        // Read the entry again: a server may have changed it since the list was taken.
+        let r = db.get(&e.name).and_then(|cur| match cur {
+            Some(mut cur) if cur.quota_root == e.quota_root => {
+                cur.quota_root = meta_root.clone();
+                db.upsert(&cur).map(|_| true)
+            }
+            _ => Ok(false),
+        });
+        match r {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                out.fail(format!(
+                    "Could not correct the quota root of {} in the mailbox database: {err}",
+                    e.name
+                ));
+                return;
+            }
+        }
+    }
+    out.changes += 1;
+    touched_roots.insert(e.quota_root.clone());
+    touched_roots.insert(meta_root.clone());
+    out.lines.push(format!(
+        "{} {}: {} in the database, {meta_root} in its store.meta",
+        if check_only {
+            "Wrong quota root for"
+        } else {
+            "Corrected the quota root of"
+        },
+        e.name,
+        e.quota_root
+    ));
 }
 
 /// `-q`: recompute each quota root's usage (messages and bytes) from its folders' index

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod db;
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use msgstore::mboxdb::MailboxDb;
 use msgstore::{MailboxName, StoreConfig, UserName};
 
 pub use check::{Outcome, RepairOptions, Target};
+pub use progress::ProgressMode;
 
 /// Nothing wrong.
 pub const EXIT_CLEAN: i32 = 0;
@@ -58,6 +60,8 @@ pub struct Options {
     /// `-l`
     pub rights: bool,
     pub mailboxes: Vec<String>,
+    /// Progress of `-r` on stderr (off unless the caller asks).
+    pub progress: ProgressMode,
 }
 
 /// Why reconstruct stopped before doing anything, and the exit status that goes with it.
@@ -107,9 +111,9 @@ impl Options {
             }
             return usage("nothing to do: give -r, a mailbox name, -m, -q or -l");
         }
-        if self.check_only && (self.force || self.zero_index || self.restore_expunged) {
+        if self.check_only && (self.zero_index || self.restore_expunged) {
             return usage(
-                "-n only checks; -f, -i and -e rebuild folders and cannot be combined with it",
+                "-n only checks; -i and -e rebuild folders and cannot be combined with it",
             );
         }
         if !repair && (self.force || self.zero_index || self.restore_expunged) {
@@ -305,30 +309,44 @@ fn repair(opts: &Options, targets: Vec<Result<Target, String>>, out: Sink<'_>) -
         .map_or(2, |n| n.get())
         .clamp(1, THREADS)
         .min(targets.len().max(1));
+    let progress = progress::Progress::new(opts.progress, targets.len());
     std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(t) = targets.get(i) else { break };
-                let o = match t {
-                    Ok(t) => check::process(t, &ro),
-                    Err(msg) => Outcome {
-                        lines: vec![msg.clone()],
-                        damaged: true,
-                        failed: true,
-                        ..Default::default()
-                    },
-                };
-                let mut tot = totals.lock().unwrap_or_else(|p| p.into_inner());
-                for l in &o.lines {
-                    out(l);
-                }
-                tot.0 += 1;
-                tot.1 += o.damaged as usize;
-                tot.2 += o.rebuilt as usize;
-                tot.3 += o.failed as usize;
-            });
+        let drawer = sc.spawn(|| progress.run());
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(t) = targets.get(i) else { break };
+                    let o = match t {
+                        Ok(t) => check::process_counted(t, &ro, &progress.messages),
+                        Err(msg) => Outcome {
+                            lines: vec![msg.clone()],
+                            damaged: true,
+                            failed: true,
+                            ..Default::default()
+                        },
+                    };
+                    let mut tot = totals.lock().unwrap_or_else(|p| p.into_inner());
+                    if !o.lines.is_empty() {
+                        progress.around_output(|| {
+                            for l in &o.lines {
+                                out(l);
+                            }
+                        });
+                    }
+                    progress.folders.fetch_add(1, Ordering::Relaxed);
+                    tot.0 += 1;
+                    tot.1 += o.damaged as usize;
+                    tot.2 += o.rebuilt as usize;
+                    tot.3 += o.failed as usize;
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.join();
         }
+        progress.finish();
+        let _ = drawer.join();
     });
     let (checked, damaged, rebuilt, failed) =
         totals.into_inner().unwrap_or_else(|p| p.into_inner());

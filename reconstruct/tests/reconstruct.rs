@@ -417,7 +417,7 @@ fn usage_errors_change_nothing() {
     for args in [
         &["-n"][..],
         &[][..],
-        &["-n", "-f", "-r"][..],
+        &["-n", "-i", "-r"][..],
         &["-n", "-e", "-r"][..],
         &["-r", "-m"][..],
         &["-u", "joe", "-m"][..],
@@ -473,4 +473,121 @@ fn repair_while_another_thread_appends_and_reads() {
     }
     assert_eq!(v.2.len(), 4 + appended.len());
     assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
+}
+
+#[test]
+fn progress_lines_on_stderr_when_not_a_terminal() {
+    let (dir, _) = setup();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..12 {
+            let n = name(&format!("user/joe/F{i}"));
+            store.create_mailbox(&n, None, None).unwrap();
+            let msgs = (0..20).map(|j| msg(&format!("m{i}x{j}"), 0, &[])).collect();
+            store.append_bulk(&n, msgs).unwrap();
+        }
+    }
+    // A forced rebuild of 14 folders (each written and flushed) outlasts a 10 ms interval.
+    let (code, out, err) = run(dir.path(), &["--progress", "0.01", "-f", "-r"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(!lines.is_empty(), "progress lines expected on stderr");
+    for l in &lines {
+        let rest = l
+            .strip_prefix("reconstruct: ")
+            .and_then(|r| r.strip_suffix(" s"))
+            .unwrap_or_else(|| panic!("not a progress line: {l:?}"));
+        let parts: Vec<&str> = rest.split(", ").collect();
+        assert_eq!(parts.len(), 3, "{l:?}");
+        assert!(parts[0].ends_with("/14 folders"), "{l:?}");
+        assert!(parts[1].ends_with(" messages"), "{l:?}");
+    }
+    // stdout keeps findings and the summary only.
+    assert!(!out.contains(" folders, "), "{out}");
+    assert!(out.contains("14 folder(s) checked"), "{out}");
+    // --progress 0: nothing on stderr; a bad value is a usage error.
+    let (code, _, err) = run(dir.path(), &["--progress", "0", "-n", "-r"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(run(dir.path(), &["--progress", "soon", "-n", "-r"]).0, 64);
+}
+
+#[test]
+fn wrong_quota_root_in_the_database() {
+    let (dir, _) = setup();
+    let work = name("user/joe/Work");
+    let store = Store::open(dir.path()).unwrap();
+    let right = store.quota("user/joe").unwrap();
+    let mut e = store.entry(&work).unwrap();
+    e.quota_root = "user/bob".into();
+    store.db().upsert(&e).unwrap();
+    drop(store);
+
+    let (code, out, err) = run(dir.path(), &["-n", "-m"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "Wrong quota root for user/joe/Work: user/bob in the database, user/joe in its store.meta"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = run(dir.path(), &["-m"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let changed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("Corrected the quota root"))
+        .collect();
+    assert_eq!(
+        changed,
+        ["Corrected the quota root of user/joe/Work: user/bob in the database, user/joe in its store.meta"]
+    );
+    let (code, out, _) = run(dir.path(), &["-n", "-m"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(run(dir.path(), &["-n", "-q"]).0, 0);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.entry(&work).unwrap().quota_root, "user/joe");
+    let q = store.quota("user/joe").unwrap();
+    assert_eq!(
+        (q.storage_used, q.messages_used),
+        (right.storage_used, right.messages_used)
+    );
+}
+
+#[test]
+fn damaged_message_content() {
+    let (dir, inbox) = setup();
+    let before = view(dir.path(), &inbox);
+    let f = folder_dir(dir.path(), &inbox).join("0").join("2.msg");
+    let mut b = std::fs::read(&f).unwrap();
+    let n = b.len();
+    b[n - 4] ^= 0x01;
+    std::fs::write(&f, &b).unwrap();
+    // Same size: the quick check (stat) cannot see it; -n -f reads the files.
+    assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
+    let (code, out, err) = run(dir.path(), &["-n", "-f", "-r"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("Message file of msg 2 in mailbox user/joe/INBOX is damaged: its content does not match the checksum taken at delivery. Needs reconstruct"),
+        "{out}"
+    );
+    // The repair cannot restore the bytes; it gives them a new UID so that clients fetch them
+    // again, with the message's flags and keywords.
+    let (code, out, err) = run(dir.path(), &["-f", "-r"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "Message file of msg 2 in mailbox user/joe/INBOX changed after delivery: kept as msg 5"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = run(dir.path(), &["-n", "-f", "-r"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = view(dir.path(), &inbox);
+    assert_eq!(after.0, before.0, "UIDVALIDITY kept");
+    assert_eq!(after.1, 6);
+    let old2 = before.2.iter().find(|m| m.0 == 2).unwrap();
+    let new5 = after.2.iter().find(|m| m.0 == 5).expect("msg 5");
+    assert_eq!((new5.1, &new5.2, &new5.3), (old2.1, &old2.2, &b));
+    assert!(after.2.iter().all(|m| m.0 != 2));
+    assert_eq!(after.2.len(), before.2.len());
 }

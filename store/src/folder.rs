@@ -769,6 +769,8 @@ impl Folder {
 pub struct LinkedMessage {
     pub source: PathBuf,
     pub size: u64,
+    /// The source record's `content_crc` (the file is the same).
+    pub content_crc: u32,
     pub internal_date: i64,
     pub flags: u32,
     pub keywords: Vec<String>,
@@ -813,6 +815,7 @@ pub fn recount(h: &mut Header, records: &[Record]) {
 /// What one appended message needs recorded.
 struct NewMessage<'a> {
     size: u64,
+    content_crc: u32,
     internal_date: i64,
     flags: u32,
     keywords: &'a [String],
@@ -1007,6 +1010,7 @@ impl Writer<'_> {
                 |target| fsutil::rename_noreplace(&tmp, target),
                 NewMessage {
                     size: m.size,
+                    content_crc: m.content_crc,
                     internal_date: m.internal_date,
                     flags: m.flags,
                     keywords: &m.keywords,
@@ -1040,6 +1044,7 @@ impl Writer<'_> {
                 },
                 NewMessage {
                     size: it.size,
+                    content_crc: it.content_crc,
                     internal_date: it.internal_date,
                     flags: it.flags,
                     keywords: &it.keywords,
@@ -1069,6 +1074,7 @@ impl Writer<'_> {
             modseq: batch.modseq,
             keywords: kw,
             save_date: batch.now,
+            content_crc: m.content_crc,
             ..Default::default()
         };
         if rec.flags != 0 || kw != 0 {

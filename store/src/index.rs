@@ -152,6 +152,9 @@ pub struct Record {
     pub cache_len: u32,
     /// When the message was saved into this folder (RFC 8514 SAVEDATE), Unix seconds.
     pub save_date: i64,
+    /// CRC32 of the message file as delivered, for `reconstruct`'s content check. 0: not
+    /// recorded (records written before it existed, in bytes 60..64 that were zero).
+    pub content_crc: u32,
 }
 
 impl Record {
@@ -169,6 +172,7 @@ impl Record {
         b[32..48].copy_from_slice(&self.keywords.to_le_bytes());
         b[48..56].copy_from_slice(&self.cache_offset.to_le_bytes());
         b[56..60].copy_from_slice(&self.cache_len.to_le_bytes());
+        b[60..64].copy_from_slice(&self.content_crc.to_le_bytes());
         b[64..72].copy_from_slice(&self.save_date.to_le_bytes());
         let crc = crc32fast::hash(&b[..RECORD_SIZE - 4]);
         b[RECORD_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -194,6 +198,7 @@ impl Record {
             cache_offset: get_u64(b, 48),
             cache_len: get_u32(b, 56),
             save_date: get_i64(b, 64),
+            content_crc: get_u32(b, 60),
         };
         if r.uid == 0 {
             return None;
@@ -285,6 +290,7 @@ mod tests {
             flags: flag::SEEN,
             size: 1234,
             keywords: 1 << 100,
+            content_crc: 0xdead_beef,
             ..Default::default()
         };
         let mut b = r.encode();

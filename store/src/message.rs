@@ -49,6 +49,8 @@ pub struct PreparedMessage {
     pub(crate) flags: u32,
     pub(crate) keywords: Vec<String>,
     pub(crate) structure: Vec<u8>,
+    /// CRC32 of the file's bytes (kept in the index record).
+    pub(crate) content_crc: u32,
     committed: bool,
 }
 
@@ -115,6 +117,7 @@ pub(crate) fn prepare(
         flags,
         keywords,
         structure,
+        content_crc: crc32fast::hash(&data),
         committed: false,
     };
     let write = || -> std::io::Result<()> {

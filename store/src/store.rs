@@ -779,6 +779,7 @@ impl Store {
                 items.push(LinkedMessage {
                     source: src.files.message(uid),
                     size: rec.size,
+                    content_crc: rec.content_crc,
                     internal_date: rec.internal_date,
                     flags: m.flags & flag::USER_MASK,
                     keywords: s

@@ -1,6 +1,6 @@
 //! reconstruct: check and repair folders, the mailbox database, quotas and the rights index.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -27,11 +27,13 @@ struct Cli {
     #[arg(short = 'r')]
     recursive: bool,
 
-    /// Check only: report problems, change nothing (needs a mailbox name or -r).
+    /// Check only: report problems, change nothing (needs a mailbox name or -r). With -f, also
+    /// read every message file and compare it with the checksum taken at delivery.
     #[arg(short = 'n')]
     check_only: bool,
 
-    /// Rebuild folders even when the check finds nothing wrong.
+    /// Rebuild folders even when the check finds nothing wrong (a rebuild reads every message
+    /// file, so it also finds files whose content changed); with -n, check content only.
     #[arg(short = 'f')]
     force: bool,
 
@@ -53,7 +55,8 @@ struct Cli {
     user: Option<String>,
 
     /// Check the mailbox database against the spool: add entries for folder directories it
-    /// lacks, remove entries whose directory is gone, fix the usage of the quota roots touched.
+    /// lacks, remove entries whose directory is gone, correct quota roots that disagree with
+    /// the folder's store.meta, fix the usage of the quota roots touched.
     #[arg(short = 'm')]
     mailbox_db: bool,
 
@@ -65,9 +68,21 @@ struct Cli {
     #[arg(short = 'l')]
     rights: bool,
 
+    /// Progress of -r on stderr: a bar when stderr is a terminal, otherwise a line every
+    /// SECONDS seconds (0: no progress at all).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
+    progress: f64,
+
     /// Mailboxes: user/<userid>/<folder>, or user/<userid> for all of a user's folders.
     #[arg(value_name = "MAILBOX")]
     mailboxes: Vec<String>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
 }
 
 fn main() {
@@ -99,6 +114,13 @@ fn main() {
         quota: cli.quota,
         rights: cli.rights,
         mailboxes: cli.mailboxes,
+        progress: if cli.progress == 0.0 {
+            reconstruct::ProgressMode::Off
+        } else if std::io::stderr().is_terminal() {
+            reconstruct::ProgressMode::Bar
+        } else {
+            reconstruct::ProgressMode::Lines(std::time::Duration::from_secs_f64(cli.progress))
+        },
     };
     let sink = |line: &str| {
         let mut o = std::io::stdout().lock();
