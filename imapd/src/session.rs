@@ -330,6 +330,7 @@ impl Conn {
         let mut literal_limit = MAX_SMALL_LITERAL;
         let mut total_limit = MAX_COMMAND as u64;
         let mut refused: Option<String> = None;
+        let mut first = true;
         loop {
             let line = match self.read_line(timeout).await? {
                 Line::Ok(l) => l,
@@ -342,7 +343,8 @@ impl Conn {
                 }
                 Line::Timeout => return Ok(Incoming::Timeout),
             };
-            if cmd.is_empty() {
+            if first {
+                first = false;
                 tag = parse::tag_of(&line);
                 let name = parse::command_name(&line);
                 if self.session.is_some() && name == "APPEND" {

@@ -41,18 +41,35 @@ pub fn msg(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Deliver `count` generated messages to a folder in batches (one flush per batch).
+/// Deliver `count` generated messages to a folder in batches (one flush per batch), four
+/// batches at a time so their flushes overlap.
 pub fn deliver_many(root: &Path, user: &str, folder: &str, count: usize) {
-    rt().block_on(async {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
         let client = StoreClient::open(root).await.expect("store");
         let s = client.session_for(user).await.expect("session");
         let mut n = 0;
         while n < count {
-            let batch: Vec<_> = (n..(n + 1000).min(count))
-                .map(|i| (msg(i + 1), Vec::new(), None))
-                .collect();
-            n += batch.len();
-            s.append_many(folder, batch).await.expect("append_many");
+            let mut round = Vec::new();
+            for _ in 0..4 {
+                if n >= count {
+                    break;
+                }
+                let batch: Vec<_> = (n..(n + 500).min(count))
+                    .map(|i| (msg(i + 1), Vec::new(), None))
+                    .collect();
+                n += batch.len();
+                let (s, folder) = (s.clone(), folder.to_owned());
+                round.push(tokio::spawn(async move {
+                    s.append_many(&folder, batch).await.expect("append_many")
+                }));
+            }
+            for t in round {
+                t.await.expect("append task");
+            }
         }
     })
 }
