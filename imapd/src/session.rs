@@ -1464,14 +1464,14 @@ impl Conn {
                     let owner = owner_of(&name, session.user());
                     if !entries.iter().any(|(id, _)| *id == owner) {
                         l.push(b' ');
-                        encode::string(&mut l, owner.as_bytes());
+                        encode::mailbox(&mut l, &owner);
                         l.extend_from_slice(format!(" {}", acl::ALL_RIGHTS).as_bytes());
                     }
                     for (id, rights) in entries {
                         l.push(b' ');
-                        encode::string(&mut l, id.as_bytes());
+                        encode::mailbox(&mut l, &id);
                         l.push(b' ');
-                        encode::string(&mut l, rights.as_bytes());
+                        encode::mailbox(&mut l, &rights);
                     }
                     l.extend_from_slice(b"\r\n");
                 }
@@ -1481,7 +1481,7 @@ impl Conn {
                     l.extend_from_slice(b"* LISTRIGHTS ");
                     encode::mailbox(&mut l, &wire);
                     l.push(b' ');
-                    encode::string(&mut l, who.as_bytes());
+                    encode::mailbox(&mut l, &who);
                     if who == owner_of(&name, session.user()) {
                         l.extend_from_slice(format!(" {}", acl::ALL_RIGHTS).as_bytes());
                     } else {
@@ -1494,7 +1494,7 @@ impl Conn {
                     l.extend_from_slice(b"* MYRIGHTS ");
                     encode::mailbox(&mut l, &wire);
                     l.push(b' ');
-                    encode::string(&mut l, rights.as_bytes());
+                    encode::mailbox(&mut l, &rights);
                     l.extend_from_slice(b"\r\n");
                 }
             }

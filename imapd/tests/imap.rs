@@ -206,11 +206,11 @@ m.create("Shared")
 m.append("Shared", None, None, b"Subject: shared\r\n\r\nfor bob\r\n")
 check(m.setacl("Shared", "bob", "lr")[0] == "OK", "SETACL")
 typ, data = m.getacl("Shared")
-check(data == [b'Shared "joe" "lrswipkxtea" "bob" "lr"'], data)
-check(m.myrights("Shared")[1] == [b'Shared "lrswipkxtea"'], "MYRIGHTS")
+check(data == [b'Shared joe lrswipkxtea bob lr'], data)
+check(m.myrights("Shared")[1] == [b'Shared lrswipkxtea'], "MYRIGHTS")
 typ, data = m.xatom("LISTRIGHTS", "Shared", "bob")
 data = untagged(m, "LISTRIGHTS")
-check(data[0].startswith(b'Shared "bob" "" l r s'), data)
+check(data[0].startswith(b'Shared bob "" l r s'), data)
 b = login("bob")
 typ, data = b.list('""', '"Other Users/*"')
 check(data == [b'(\\HasNoChildren) "/" "Other Users/joe/Shared"'], data)
@@ -221,12 +221,12 @@ except imaplib.IMAP4.readonly:
     untagged(b, "READ-ONLY")
 check(untagged(b, "EXISTS") == [b"1"], "shared folder EXISTS")
 typ, data = b.myrights('"Other Users/joe/Shared"')
-check(data == [b'"Other Users/joe/Shared" "lr"'], data)
+check(data == [b'"Other Users/joe/Shared" lr'], data)
 typ, data = b.select('"Other Users/joe/INBOX"')
 check(typ == "NO" and b"NONEXISTENT" in data[0], data)
 b.logout()
 check(m.deleteacl("Shared", "bob")[0] == "OK", "DELETEACL")
-check(m.getacl("Shared")[1] == [b'Shared "joe" "lrswipkxtea"'], "after DELETEACL")
+check(m.getacl("Shared")[1] == [b'Shared joe lrswipkxtea'], "after DELETEACL")
 
 # UNSELECT leaves the deleted flags; CLOSE expunges them silently.
 m.select("INBOX")
@@ -501,4 +501,107 @@ check(max(times) < 1.0, times)
 r.send("DONE\r\n")
 u, t = r.until("c")
 check(t.startswith("c OK"), t)
+"#;
+
+#[test]
+fn imapclient_library() {
+    let dir = instance(&["joe", "bob"]);
+    deliver_many(dir.path(), "joe", "INBOX", 10);
+    let server = Server::start(dir.path(), &[]);
+    run_python(server.addr, dir.path(), IMAPCLIENT, &[]);
+}
+
+const IMAPCLIENT: &str = r#"
+import imapclient, threading
+from imapclient.imapclient import SENT, TRASH, SEEN, DRAFT, FLAGGED
+from imapclient import IMAPClient
+c = IMAPClient(host, port=port, ssl=False, timeout=30)
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c.starttls(ctx)
+c.plain_login("joe", "pw")
+check(c.has_capability("IDLE") and c.has_capability("CONDSTORE"), c.capabilities())
+idr = c.id_({"name": "imapclient"})
+while len(idr) == 1:
+    idr = idr[0]
+check(dict(zip(idr[::2], idr[1::2]))[b"name"] == b"msgsuite-imapd", idr)
+ns = c.namespace()
+check(ns.personal[0][0] == "" and ns.other[0][0] == "Other Users/", ns)
+check(c.enable("CONDSTORE") == [b"CONDSTORE"], "ENABLE")
+check(c.find_special_folder(SENT) == "Sent", "special use")
+check(c.find_special_folder(TRASH) == "Trash", "special use")
+c.create_folder("Projects/Alpha")
+check(c.folder_exists("Projects/Alpha") and c.folder_exists("Projects"), "CREATE with parent")
+c.rename_folder("Projects/Alpha", "Projects/Beta")
+check([f[2] for f in c.list_folders("", "Projects/*")] == ["Projects/Beta"], "LIST after RENAME")
+c.subscribe_folder("Projects/Beta")
+check(any(f[2] == "Projects/Beta" for f in c.list_sub_folders()), "LSUB")
+c.unsubscribe_folder("Projects/Beta")
+st = c.folder_status("INBOX", ["MESSAGES", "UNSEEN", "UIDNEXT", "HIGHESTMODSEQ", "SIZE"])
+check(st[b"MESSAGES"] == 10 and st[b"UNSEEN"] == 10 and st[b"UIDNEXT"] == 11 and st[b"SIZE"] > 0, st)
+sel = c.select_folder("INBOX")
+check(sel[b"EXISTS"] == 10 and sel[b"UIDNEXT"] == 11 and b"HIGHESTMODSEQ" in sel, sel)
+modseq = sel[b"HIGHESTMODSEQ"]
+# FETCH with imapclient's parser: envelope, body structure, dates, modseq.
+r = c.fetch([1, 2], ["ENVELOPE", "BODYSTRUCTURE", "INTERNALDATE", "RFC822.SIZE", "FLAGS", "MODSEQ", "BODY.PEEK[TEXT]"])
+env = r[1][b"ENVELOPE"]
+check(env.subject == b"message 1" and env.from_[0].mailbox == b"s1" and env.from_[0].host == b"example.com", env)
+check(env.message_id == b"<m1@example.com>" and env.to[0].mailbox == b"joe", env)
+check(r[1][b"BODYSTRUCTURE"][0] == b"text" and r[1][b"BODY[TEXT]"] == b"line one of 1\r\nline two\r\n", r[1])
+check(r[2][b"INTERNALDATE"].year >= 2026 and r[2][b"MODSEQ"][0] > 0, r[2])
+# Flags and CONDSTORE.
+c.add_flags([1, 2, 3], [SEEN, b"$Label1"])
+c.remove_flags([3], [SEEN])
+f = c.get_flags([1, 3])
+check(set(f[1]) >= {b"\\Seen", b"$Label1"} and b"\\Seen" not in f[3], f)
+c.set_flags([4], [FLAGGED])
+r = c.fetch(c.search("ALL"), ["FLAGS"], modifiers=["CHANGEDSINCE %d" % modseq])
+check(sorted(r) == [1, 2, 3, 4], r)
+check(c.search(["FLAGGED"]) == [4], "SEARCH FLAGGED")
+check(c.search(["KEYWORD", "$Label1"]) == [1, 2, 3], "SEARCH KEYWORD")
+check(c.search(["SUBJECT", "message 1"]) == [1, 10], "SEARCH SUBJECT")
+check(c.search(["SEEN", "NOT", "FLAGGED"]) == [1, 2], "SEARCH SEEN")
+check(c.search("UNSEEN SINCE 1-Jan-2020") == [3, 4, 5, 6, 7, 8, 9, 10], "SEARCH string")
+check(c.sort(["REVERSE", "SUBJECT"])[:2] == [9, 8], "SORT")
+check(c.thread() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,)] or len(c.thread()) == 10, "THREAD")
+# APPEND, MULTIAPPEND, COPY, MOVE, UID EXPUNGE.
+r = c.append("INBOX", b"Subject: appended\r\n\r\nhi\r\n", flags=[DRAFT])
+check(b"APPENDUID" in r, r)
+r = c.multiappend("Projects/Beta", [b"Subject: m1\r\n\r\na\r\n", {"msg": b"Subject: m2\r\n\r\nb\r\n", "flags": [SEEN]}])
+check(re.match(rb"\[APPENDUID \d+ 1:2\]", r[1][0]), r)
+check(c.folder_status("Projects/Beta", ["MESSAGES"])[b"MESSAGES"] == 2, "MULTIAPPEND")
+c.copy([1, 2], "Archive")
+c.move([3], "Trash")
+check(c.folder_status("Trash", ["MESSAGES"])[b"MESSAGES"] == 1, "MOVE")
+check(3 not in c.search("ALL"), "moved away")
+c.delete_messages([4, 5])
+c.uid_expunge([4])
+check(c.search("ALL") == [1, 2, 5, 6, 7, 8, 9, 10, 11], c.search("ALL"))
+c.expunge()
+# QUOTA and ACL.
+roots, quotas = c.get_quota_root("INBOX")
+check(roots.quota_roots == ["user/joe"], roots)
+c.setacl("Projects/Beta", "bob", "lrswi")
+acl = dict(c.getacl("Projects/Beta"))
+check(acl[b"bob"] == b"lrswi", acl)
+# IDLE: another client's APPEND arrives within a second.
+c.select_folder("INBOX")
+c.idle()
+other = IMAPClient(host, port=port, ssl=False, timeout=30)
+other.login("bob", "pw")
+t0 = time.time()
+other.append("Other Users/joe/Projects/Beta", b"Subject: from bob\r\n\r\nhi\r\n")
+m2 = login()
+m2.append("INBOX", None, None, b"Subject: for idle\r\n\r\nx\r\n")
+got = c.idle_check(timeout=5)
+c.idle_done()
+check(any(x[1] == b"EXISTS" for x in got), got)
+check(time.time() - t0 < 1.5, "IDLE took %.2fs" % (time.time() - t0))
+check(other.folder_status("Other Users/joe/Projects/Beta", ["MESSAGES"])[b"MESSAGES"] == 3, "bob appended")
+other.logout()
+c.unselect_folder()
+c.delete_folder("Projects/Beta")
+check(not c.folder_exists("Projects/Beta"), "DELETE")
+c.logout()
 "#;
