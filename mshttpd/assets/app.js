@@ -286,9 +286,13 @@ function closeMessage() {
   $('#message').replaceChildren(el('p', { class: 'empty' }, 'No message selected.'));
 }
 
+let openSeq = 0;
+
 async function openSelected() {
   const row = state.rows[state.sel];
   if (!row) return;
+  // With j/k held down several opens overlap; only the last one renders.
+  const seq = ++openSeq;
   state.allowImages = false;
   let ids = [row.email.id];
   if (state.threads && row.threadCount > 1) {
@@ -300,6 +304,7 @@ async function openSelected() {
     fetchHTMLBodyValues: true, fetchTextBodyValues: true, maxBodyValueBytes: 1048576,
   }, 'g']]);
   const emails = r.g.list;
+  if (seq !== openSeq) return;
   if (!emails.length) { status('That message is gone.'); await loadList(); return; }
   state.open = { id: row.email.id, emails };
   renderMessage();
@@ -451,6 +456,7 @@ async function toggleFlag() {
   for (const e of state.open.emails) if (ids.includes(e.id)) e.keywords = { ...e.keywords, $flagged: on || undefined };
   renderMessage();
   status(on ? 'Flagged.' : 'Flag removed.');
+  await loadList({ keepSelection: true });
 }
 
 async function markUnread() {
@@ -688,7 +694,9 @@ function onKey(ev) {
 async function start() {
   let signedIn;
   try {
-    signedIn = await jmap.connect();
+    // Without the CSRF cookie there is no session, and asking would draw the browser's own
+    // Basic-auth prompt (the JMAP endpoints answer 401 with a Basic challenge).
+    signedIn = csrfToken() !== '' && await jmap.connect();
   } catch (e) {
     document.body.replaceChildren(el('p', { class: 'notice error' }, `The mail server cannot be reached: ${e.message}`));
     return;

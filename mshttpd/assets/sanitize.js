@@ -16,7 +16,7 @@ const KEEP = new Set(['a', 'abbr', 'address', 'b', 'bdi', 'bdo', 'big', 'blockqu
 
 const ATTRS = new Set(['href', 'src', 'alt', 'title', 'width', 'height', 'align', 'valign', 'colspan',
   'rowspan', 'border', 'cellpadding', 'cellspacing', 'bgcolor', 'color', 'face', 'size', 'style',
-  'dir', 'lang', 'start', 'type', 'class', 'name', 'open', 'span']);
+  'dir', 'lang', 'start', 'type', 'class', 'id', 'name', 'open', 'span']);
 
 const REMOTE = /url\s*\(|@import|image-set\s*\(/i;
 
