@@ -7,9 +7,10 @@
 //! brings the database up to date from the folders with `reconstruct`'s library, in the
 //! background. Then it signals readiness (`ready`) and runs the periodic work (`periodic`):
 //! checkpoints, log cleanup, per-user data write-out, erasing expunged messages (`erase`) and
-//! snapshots (`snapshot`), touching the stamp files of table 20-12. `health` gathers the
+//! snapshots (`snapshot`), aging policies (`aging`), touching the stamp files of table 20-12. `health` gathers the
 //! figures `msgcheck` reports and the metrics endpoint (`metrics`) exports.
 
+pub mod aging;
 pub mod control;
 pub mod erase;
 pub mod health;

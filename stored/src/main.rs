@@ -412,7 +412,34 @@ fn spawn_jobs(
     {
         let (stats, parts) = (stats.clone(), partitions.clone());
         let grace = iv.expunge_grace.as_secs() as i64;
+        let (config_dir, root) = (paths.layout.config_dir(), paths.layout.root.clone());
         every("erase", iv.erase, move || {
+            // Aging first: what it expunges is erased once the grace period has passed.
+            match stored::aging::load(&config_dir) {
+                Ok(rules) if rules.is_empty() => {}
+                Ok(rules) => match msgstore::Store::open(&root) {
+                    Ok(store) => {
+                        let (o, errors) = stored::aging::run(&store, &rules, stored::now_secs());
+                        if o.expunged > 0 {
+                            info!(
+                                facility = "Store",
+                                "Aging policies expunged {} message(s), {} bytes, in {} folder(s)",
+                                o.expunged,
+                                o.bytes,
+                                o.folders
+                            );
+                        }
+                        for e in errors.iter().take(10) {
+                            warn!(facility = "Store", "Aging policies: {e}");
+                        }
+                    }
+                    Err(e) => error!(
+                        facility = "Store",
+                        "Aging policies: cannot open the store: {e}"
+                    ),
+                },
+                Err(e) => error!(facility = "Store", "Aging policies not applied: {e}"),
+            }
             let (o, errors) = erase::erase_all(&parts, grace);
             inc(&stats.erased_messages, o.erased as u64);
             inc(&stats.erased_bytes, o.bytes);

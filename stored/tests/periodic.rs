@@ -206,3 +206,64 @@ fn full_disk_during_a_snapshot_keeps_the_earlier_ones() {
     assert_readable(inst.root(), &delivered);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn aging_policies_expire_by_age_count_and_deleted_flag() {
+    let inst = Instance::new("local.store.cleanupinterval = 1\n");
+    let store = Store::open(inst.root()).unwrap();
+    let joe = msgstore::UserName::new("joe").unwrap();
+    store.provision_user(&joe).unwrap();
+    let now = stored::now_secs();
+    let put = |folder: &str, days_old: i64, flags: u32| -> u32 {
+        let name = MailboxName::for_user(&joe, folder).unwrap();
+        let (_, uids) = store
+            .append(
+                &name,
+                vec![msgstore::AppendRequest {
+                    data: format!("Subject: {days_old} days\r\n\r\nbody\r\n").into_bytes(),
+                    flags,
+                    internal_date: Some(now - days_old * 86_400),
+                    ..Default::default()
+                }],
+            )
+            .unwrap();
+        uids[0]
+    };
+    let inbox: Vec<u32> = [(9, 0), (7, 0), (5, 0), (3, 0), (1, flag::DELETED)]
+        .iter()
+        .map(|(d, f)| put("INBOX", *d, *f))
+        .collect();
+    let trash: Vec<u32> = [40, 35, 2].iter().map(|d| put("Trash", *d, 0)).collect();
+    let live = |folder: &str| -> Vec<u32> {
+        let name = MailboxName::for_user(&joe, folder).unwrap();
+        store
+            .with_state(&name, |s| Ok(s.live().map(|m| m.uid).collect::<Vec<_>>()))
+            .unwrap()
+    };
+
+    // A rule file that does not parse: nothing is expunged, and the log says where.
+    std::fs::write(
+        inst.root().join("config/store.expirerule"),
+        "Trash.folderpattern: user/*/Trash\nTrash.messagedays: a month\n",
+    )
+    .unwrap();
+    let s = inst.start(&[]);
+    inst.wait_log("Aging policies not applied:", 10);
+    assert!(inst
+        .log()
+        .contains("store.expirerule: line 2: Trash.messagedays"));
+    assert_eq!(live("INBOX").len(), 5);
+
+    std::fs::write(
+        inst.root().join("config/store.expirerule"),
+        "# seed 20.9: expire and purge\n\
+         Trash.folderpattern: user/*/Trash\nTrash.messagedays: 30\n\
+         Box.folderpattern: user/%/INBOX\nBox.messagecount: 3\nBox.deleted: on\n",
+    )
+    .unwrap();
+    inst.wait_log("Aging policies expunged 4 message(s)", 10);
+    // INBOX: the \Deleted one, then the oldest beyond three; Trash: older than 30 days.
+    assert_eq!(live("INBOX"), inbox[1..4].to_vec());
+    assert_eq!(live("Trash"), vec![trash[2]]);
+    assert_eq!(s.stop(), Some(0));
+}
