@@ -249,7 +249,7 @@ fn webmail_in_headless_chromium() {
         assert_eq!(count("Projects").await, 1, "Projects");
         assert_eq!(count("Trash").await, 0, "Trash");
         assert_eq!(count("Drafts").await, 0, "Drafts");
-        assert_eq!(count("Sent").await, 1, "Sent");
+        assert_eq!(count("Sent").await, 2, "Sent");
         let inbox = s.select("INBOX", true).await.expect("select");
         let flagged = inbox
             .search(&SearchKey::Flag(Flag::Flagged))
@@ -259,12 +259,26 @@ fn webmail_in_headless_chromium() {
     });
 
     let relayed = relayed.lock().expect("sink lock").clone();
-    assert_eq!(relayed.len(), 1, "one message relayed: {relayed:?}");
+    assert_eq!(relayed.len(), 2, "two messages relayed: {relayed:?}");
     let m = &relayed[0];
     assert_eq!(m.rcpts, ["friend@example.net"], "{m:?}");
     assert!(m.from.contains("joe"), "envelope sender {:?}", m.from);
     for needle in ["Subject: Plans for Friday", "See you at noon.", "agenda-"] {
         assert!(m.data.contains(needle), "{needle:?} not in {}", m.data);
+    }
+    let reply = &relayed[1];
+    assert_eq!(reply.rcpts, ["ann@example.com"], "{reply:?}");
+    for needle in [
+        "Subject: Re: Welcome aboard",
+        "In-Reply-To: <welcome@test>",
+        "Glad to hear it.",
+        "> the store is ready.",
+    ] {
+        assert!(
+            reply.data.contains(needle),
+            "{needle:?} not in {}",
+            reply.data
+        );
     }
 }
 
@@ -553,6 +567,23 @@ try:
     check(not first & set(rows()), 'pages overlap: %r' % (first & set(rows())))
     q('#prev').click()
     wait(lambda: len(rows()) == 50, 'first page again')
+
+    step('reply with the keyboard')
+    keys('/')
+    q('#q').send_keys('Welcome' + Keys.ENTER)
+    wait(lambda: 'Welcome aboard' in rows(), 'search finds Welcome aboard, got %r' % rows())
+    click_row('Welcome aboard')
+    wait(lambda: q('#subject').text == 'Welcome aboard', 'Welcome aboard open')
+    d.find_element(By.TAG_NAME, 'body').click()
+    keys('r')
+    wait(lambda: q('#composer').is_displayed(), 'composer for the reply')
+    check(q('#c-to').get_attribute('value') == 'ann@example.com', 'reply to the sender: %r' % q('#c-to').get_attribute('value'))
+    check(q('#c-subject').get_attribute('value') == 'Re: Welcome aboard', 'reply subject')
+    check('> the store is ready.' in q('#c-body').get_attribute('value'), 'quoted original')
+    check(d.switch_to.active_element == q('#c-body'), 'the cursor is in the text')
+    q('#c-body').send_keys('Glad to hear it.')
+    q('#c-send').click()
+    wait(lambda: not q('#composer').is_displayed(), 'reply sent, status %r' % q('#c-status').text)
 
     step('phone-sized screen')
     open_folder('Inbox')
