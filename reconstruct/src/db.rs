@@ -97,7 +97,7 @@ fn meta_of(dir: &Path) -> BTreeMap<String, String> {
 }
 
 /// The database entry a folder directory stands for, from its store.meta and index header.
-fn entry_from_dir(name: &MailboxName, partition: &str, dir: &Path) -> MailboxEntry {
+pub fn entry_from_dir(name: &MailboxName, partition: &str, dir: &Path) -> MailboxEntry {
     let meta = meta_of(dir);
     let header = peek_header(&FolderFiles::new(dir.to_path_buf()), name.as_str()).ok();
     let get = |k: &str| {

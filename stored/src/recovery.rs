@@ -34,6 +34,9 @@ pub const MSG_FROM_SNAPSHOT: &str =
 pub const MSG_EXTRA_LOGS: &str =
     "Removing extra database logs. Run reconstruct -m soon after startup to resync redundant data";
 
+/// Entries compared with their folders' store.meta at startup (all of them in a resync).
+const STARTUP_SAMPLE: usize = 256;
+
 const WEEK: Duration = Duration::from_secs(7 * 86400);
 
 #[derive(Debug, thiserror::Error)]
@@ -311,7 +314,17 @@ pub fn startup(
     } else if out.resync.is_none() {
         // 3. Agreement with the redundant data in the folders.
         let check = reconstruct::db::fix_mailboxes(&db, partitions, None, None, true);
-        if check.changes > 0 {
+        let stale = stale_entries(&db, partitions, Some(STARTUP_SAMPLE));
+        if let Some(f) = stale.first() {
+            warn!(
+                facility = "Store",
+                "Mailbox database entries disagree with their folders' store.meta ({} in a sample of {STARTUP_SAMPLE}), first: {} (UIDVALIDITY {})",
+                stale.len(),
+                f.name,
+                f.uidvalidity
+            );
+        }
+        if check.changes > 0 || !stale.is_empty() {
             warn!(
                 facility = "Store",
                 "Mailbox database and folders disagree: {} difference(s), first: {}",
@@ -319,7 +332,7 @@ pub fn startup(
                 check.lines.first().map_or("", String::as_str)
             );
             out.resync = Some(Resync::Disagreement {
-                differences: check.changes,
+                differences: check.changes + stale.len(),
             });
         }
     }
@@ -353,6 +366,53 @@ pub fn startup(
         }
     );
     Ok((db, out))
+}
+
+/// Database entries whose redundant copy in the folder (`store.meta`, index header) says
+/// otherwise: UIDVALIDITY, ACL, special use or quota root. With `sample`, only that many
+/// entries spread evenly over the database are compared (the startup check); else all.
+/// Returns the folder's view of each entry that differs.
+pub fn stale_entries(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    sample: Option<usize>,
+) -> Vec<msgstore::MailboxEntry> {
+    let Ok(all) = db.list_all() else {
+        return Vec::new();
+    };
+    let step = match sample {
+        Some(n) if n > 0 && all.len() > n => all.len() / n,
+        _ => 1,
+    };
+    let mut out = Vec::new();
+    for e in all.iter().step_by(step) {
+        let (Ok(name), Some(p)) = (
+            msgstore::MailboxName::parse(&e.name),
+            partitions.get(&e.partition),
+        ) else {
+            continue;
+        };
+        let dir = msgstore::layout::folder_dir(p, &name);
+        if !dir.join(msgstore::folder::META).exists() {
+            continue;
+        }
+        let f = reconstruct::db::entry_from_dir(&name, &e.partition, &dir);
+        if f.uidvalidity != e.uidvalidity
+            || f.acl != e.acl
+            || f.special_use != e.special_use
+            || f.quota_root != e.quota_root
+        {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct DbOutcomeLike {
+    changes: usize,
+    failures: usize,
+    lines: Vec<String>,
 }
 
 /// What a resync did.
@@ -399,6 +459,30 @@ pub fn resync(
     let mut out = ResyncOutcome::default();
     let m =
         reconstruct::db::fix_mailboxes_settled(db, partitions, None, None, false, servers_started);
+    let mut fixed = DbOutcomeLike::default();
+    for f in stale_entries(db, partitions, None) {
+        let r = db
+            .upsert(&f)
+            .and_then(|()| db.set_acl(&f.name, &f.owner, &f.acl));
+        match r {
+            Ok(()) => {
+                fixed.changes += 1;
+                fixed.lines.push(format!(
+                    "Updated {} from its folder (UIDVALIDITY {}, ACL, special use, quota root)",
+                    f.name, f.uidvalidity
+                ));
+            }
+            Err(e) => {
+                fixed.failures += 1;
+                fixed
+                    .lines
+                    .push(format!("Could not update {}: {e}", f.name));
+            }
+        }
+    }
+    out.changes += fixed.changes;
+    out.failures += fixed.failures;
+    out.lines.extend(fixed.lines);
     let q = reconstruct::db::fix_quotas(db, partitions, None, false);
     let l = reconstruct::db::fix_rights(db, false);
     for o in [m, q, l] {

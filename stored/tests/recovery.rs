@@ -22,6 +22,16 @@ fn store_with_snapshot(inst: &Instance) -> Vec<Delivered> {
     let s = inst.start(&["--snapshot-interval-secs", "3600"]);
     inst.wait_log("taken and verified", 30);
     all.extend(deliver(inst.root(), "ann", &["Projects"], 3));
+    // A folder deleted and made again after the snapshot: a new UIDVALIDITY the snapshot's
+    // entry does not have.
+    {
+        let store = msgstore::Store::open(inst.root()).unwrap();
+        let n = msgstore::MailboxName::parse("user/joe/Work/2026").unwrap();
+        store.delete_mailbox(&n, false).unwrap();
+        all.retain(|d| d.mailbox != "user/joe/Work/2026");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    all.extend(deliver(inst.root(), "joe", &["Work/2026"], 2));
     {
         let store = msgstore::Store::open(inst.root()).unwrap();
         let ann = msgstore::UserName::new("ann").unwrap();
@@ -78,6 +88,15 @@ fn recovers_from_snapshot(damage: impl FnOnce(&Path)) -> Instance {
     assert!(inst.dbdir().join("removed/mboxlist.db").exists());
     assert_readable(inst.root(), &delivered);
     assert!(ann_subscribed(inst.root()).contains(&"user/ann/Projects".to_owned()));
+    {
+        let store = msgstore::Store::open(inst.root()).unwrap();
+        let n = msgstore::MailboxName::parse("user/joe/Work/2026").unwrap();
+        assert_eq!(
+            store.entry(&n).unwrap().uidvalidity,
+            store.status(&n).unwrap().uidvalidity,
+            "the restored entry takes the folder's UIDVALIDITY"
+        );
+    }
     assert_eq!(s.stop(), Some(0));
     inst
 }
@@ -348,4 +367,40 @@ fn missing_server_group_is_fatal_with_the_seed_message() {
     assert!(inst
         .log()
         .contains("General Critical: Fatal error: Cannot find group in name service"));
+}
+
+#[test]
+fn entries_that_disagree_with_store_meta_are_corrected_at_startup() {
+    let inst = Instance::new("");
+    let delivered = deliver(inst.root(), "joe", &["Work"], 2);
+    let (uidvalidity, acl) = {
+        let store = msgstore::Store::open(inst.root()).unwrap();
+        let e = store
+            .entry(&msgstore::MailboxName::parse("user/joe/Work").unwrap())
+            .unwrap();
+        (e.uidvalidity, e.acl)
+    };
+    {
+        let c = rusqlite::Connection::open(inst.db()).unwrap();
+        c.execute(
+            "UPDATE mailbox SET uidvalidity = 7, acl = 'joe\tlr' WHERE name = 'user/joe/Work'",
+            [],
+        )
+        .unwrap();
+    }
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(
+        log.contains(
+            "disagree with their folders' store.meta (1 in a sample of 256), first: user/joe/Work"
+        ),
+        "{log}"
+    );
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    let e = store
+        .entry(&msgstore::MailboxName::parse("user/joe/Work").unwrap())
+        .unwrap();
+    assert_eq!((e.uidvalidity, e.acl), (uidvalidity, acl));
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
 }
