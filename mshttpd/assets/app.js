@@ -98,11 +98,17 @@ function setView(view) {
 
 // ---- folders
 
+// Pushes, clicks and keys can overlap loads; only the latest answer is rendered.
+let mailboxSeq = 0;
+let listSeq = 0;
+
 async function loadMailboxes() {
+  const seq = ++mailboxSeq;
   const r = await jmap.call([['Mailbox/get', {
     accountId: jmap.accountId, ids: null,
     properties: ['id', 'name', 'parentId', 'role', 'sortOrder', 'totalEmails', 'unreadEmails'],
   }, 'm']]);
+  if (seq !== mailboxSeq) return;
   state.mailboxes = r.m.list;
   state.byId = new Map(state.mailboxes.map((m) => [m.id, m]));
   if (!state.byId.has(state.mailboxId) && !state.query) {
@@ -141,6 +147,7 @@ function renderFolders() {
   const focused = document.activeElement?.closest('#tree button')?.dataset.id;
   $('#tree').replaceChildren(...branch(null));
   if (focused) $(`#tree button[data-id="${CSS.escape(focused)}"]`)?.focus();
+  updateTitle();
 
   // The move menu lists every folder by its full path.
   const path = (m) => (state.byId.has(m.parentId) ? `${path(state.byId.get(m.parentId))} / ` : '') + label(m);
@@ -172,6 +179,7 @@ function listFilter() {
 }
 
 async function loadList({ keepSelection = false } = {}) {
+  const seq = ++listSeq;
   const [property, dir] = state.sort.split(':');
   const filter = listFilter();
   const calls = [
@@ -195,6 +203,7 @@ async function loadList({ keepSelection = false } = {}) {
     }, 's']);
   }
   const r = await jmap.call(calls);
+  if (seq !== listSeq) return;
   const emails = new Map(r.g.list.map((e) => [e.id, e]));
   const threads = new Map((r.t?.list || []).map((t) => [t.id, t.emailIds.length]));
   const snippets = new Map((r.s?.list || []).map((s) => [s.emailId, s]));
@@ -213,10 +222,15 @@ async function loadList({ keepSelection = false } = {}) {
   renderList();
 }
 
-function renderList() {
-  const title = state.query ? `Search: ${state.query}` : (state.byId.has(state.mailboxId) ? label(state.byId.get(state.mailboxId)) : 'Mail');
+function updateTitle() {
+  const box = state.query ? null : state.byId.get(state.mailboxId);
+  const title = state.query ? `Search: ${state.query}` : (box ? label(box) : 'Mail');
   $('#list-title').textContent = title;
-  document.title = `${title} - Mail`;
+  document.title = box?.unreadEmails ? `${title} (${box.unreadEmails}) - Mail` : `${title} - Mail`;
+}
+
+function renderList() {
+  updateTitle();
   const showTo = ['sent', 'drafts'].includes(state.byId.get(state.mailboxId)?.role) && !state.query;
   const items = state.rows.map((row, i) => {
     const e = row.email;

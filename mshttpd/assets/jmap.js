@@ -20,6 +20,14 @@ export function csrfToken() {
   return '';
 }
 
+/** The session is gone (expired, or the server restarted): back to the sign-in form. */
+export function signedOut() {
+  // The CSRF cookie is what tells the page a session may exist; without it the page shows
+  // the form instead of asking the server (and drawing its Basic-auth prompt) again.
+  document.cookie = 'msg_csrf=; Max-Age=0; Path=/; SameSite=Strict';
+  location.replace('/');
+}
+
 function expand(template, vars) {
   return template.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(vars[k] ?? ''));
 }
@@ -28,7 +36,10 @@ export class Jmap {
   /** Loads the session resource; false when not signed in. */
   async connect() {
     const r = await fetch('/jmap/session', { credentials: 'same-origin', cache: 'no-store' });
-    if (r.status === 401) return false;
+    if (r.status === 401) {
+      document.cookie = 'msg_csrf=; Max-Age=0; Path=/; SameSite=Strict';
+      return false;
+    }
     if (!r.ok) throw new JmapError('session', `HTTP ${r.status}`);
     this.session = await r.json();
     this.accountId = this.session.primaryAccounts[MAIL];
@@ -45,7 +56,7 @@ export class Jmap {
       headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrfToken() },
       body: JSON.stringify({ using: [CORE, MAIL, SUBMISSION], methodCalls }),
     });
-    if (r.status === 401) { location.reload(); throw new JmapError('unauthorized'); }
+    if (r.status === 401) { signedOut(); throw new JmapError('unauthorized'); }
     const body = await r.json().catch(() => null);
     if (!r.ok || !body) throw new JmapError(body?.type ?? 'http', body?.detail ?? `HTTP ${r.status}`);
     return body.methodResponses;
