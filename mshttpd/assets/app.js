@@ -1,5 +1,8 @@
 // The webmail page: a JMAP client over the page's cookie session. No framework: one state
 // object, functions that render parts of the page from it, and JMAP calls that refresh it.
+// jmap.js speaks the protocol (session, API calls, upload, download URLs, EventSource);
+// sanitize.js cleans HTML mail for its sandboxed frame; app.css holds both layouts (three
+// panes, or one at a time on a phone, switched by body[data-view]).
 
 import { Jmap, JmapError, csrfToken } from './jmap.js';
 import { sanitize, frameDocument, snippetNodes } from './sanitize.js';
@@ -297,7 +300,9 @@ function closeMessage() {
   state.open = null;
   state.allowImages = false;
   $('#toolbar').hidden = true;
-  $('#message').replaceChildren(el('p', { class: 'empty' }, 'No message selected.'));
+  $('#message').replaceChildren(el('p', { class: 'empty' }, 'No message selected.'),
+    el('p', { class: 'empty keys' }, 'Keys: j/k next/previous, Enter open, r reply, c write, # delete, ',
+      's flag, u mark unread, / search, Esc back to the list.'));
 }
 
 let openSeq = 0;
@@ -724,6 +729,7 @@ async function start() {
     return;
   }
   $('#app').hidden = false;
+  closeMessage();
   $('#whoami').textContent = jmap.username;
 
   $('#tree').addEventListener('keydown', (ev) => {
