@@ -1,8 +1,11 @@
 //! mshttpd: the HTTP server (webmail page and JMAP).
 //!
-//! `mshttpd --root DIR [--listen 127.0.0.1:8990]` serves HTTP/1.1, prints
-//! `listening on <addr>` on stdout, and stops on SIGTERM (or SIGINT). Without `--listen` it
-//! listens on `service.listenaddr`:`service.http.port`. It starts through `service-runtime`:
+//! `mshttpd --root DIR [--listen 127.0.0.1:8990] [--listen-tls ADDR]` serves HTTP/1.1,
+//! prints `listening on <addr>` on stdout (and `listening on <addr> (TLS)` for HTTPS), and
+//! stops on SIGTERM (or SIGINT). Without `--listen` it listens on
+//! `service.listenaddr`:`service.http.port`; without `--listen-tls`, HTTPS is served on
+//! `service.http.sslport` when `service.http.enablesslport` is 1 (cookies are then marked
+//! Secure on that port). It starts through `service-runtime`:
 //! `config/msg.conf` is validated, the log goes to `data/log/http` in the seed's format, the
 //! descriptor check (`local.service.http.fdpersession` descriptors per connection) sets how
 //! many connections it serves at once (`service.http.sessionsperprocess`); past that a
@@ -24,6 +27,8 @@ use tracing::{info, warn};
 /// Parameter names (kept here so the binary reads as the configuration it uses).
 mod msgconf_names {
     pub const HTTP_PORT: &str = "service.http.port";
+    pub const HTTP_ENABLE_SSL_PORT: &str = "service.http.enablesslport";
+    pub const HTTP_SSL_PORT: &str = "service.http.sslport";
     pub const GZIP_STATIC: &str = "local.service.http.gzip.static";
     pub const GZIP_DYNAMIC: &str = "local.service.http.gzip.dynamic";
     pub const SMTP_RELAY: &str = "local.service.http.smtprelay";
@@ -41,6 +46,10 @@ struct Args {
     /// TCP address to listen on (default: service.listenaddr:service.http.port).
     #[arg(long)]
     listen: Option<String>,
+    /// TCP address for HTTPS (default: service.http.sslport when service.http.enablesslport
+    /// is 1, else none).
+    #[arg(long)]
+    listen_tls: Option<String>,
     /// Milliseconds before the answer to a failed login.
     #[arg(long, default_value_t = 1000)]
     auth_fail_delay_ms: u64,
@@ -69,6 +78,24 @@ fn main() -> std::process::ExitCode {
     })
 }
 
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        warn!("cannot write to stdout: {e}");
+    }
+}
+
+/// Accepts on the HTTPS listener, or waits forever when there is none.
+async fn accept_tls(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     args: Args,
     root: PathBuf,
@@ -94,6 +121,35 @@ async fn run(
             service_runtime::listen_addr(config, port).to_string()
         }
     };
+    let listen_tls = match &args.listen_tls {
+        Some(a) => Some(a.clone()),
+        None if config.get_bool(names::HTTP_ENABLE_SSL_PORT) => {
+            let port = u16::try_from(config.get_int(names::HTTP_SSL_PORT)).unwrap_or(8991);
+            Some(service_runtime::listen_addr(config, port).to_string())
+        }
+        None => None,
+    };
+    let tls = match &listen_tls {
+        Some(_) => Some(
+            service_runtime::TlsConfig::from_config(config, &root)
+                .context("HTTPS port configured but no usable certificate")?,
+        ),
+        None => None,
+    };
+    let tcp = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = tcp.local_addr().context("listener address")?;
+    let tls_listener = match &listen_tls {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (TLS)"))?,
+        ),
+        None => None,
+    };
+    // Ports are bound: give up root before the store is opened or a client is heard.
+    service.drop_privileges()?;
     let ctx = Arc::new(
         HttpContext::open(&root, settings)
             .await
@@ -101,17 +157,12 @@ async fn run(
     );
     let app = router(ctx.clone());
     let limiter = service.limiter().clone();
-
-    let tcp = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let local = tcp.local_addr().context("listener address")?;
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "listening on {local}").and_then(|()| out.flush()) {
-            warn!("cannot write to stdout: {e}");
-        }
+    announce(&format!("listening on {local}"));
+    if let Some(l) = &tls_listener {
+        announce(&format!(
+            "listening on {} (TLS)",
+            l.local_addr().context("listener address")?
+        ));
     }
     info!(%local, root = %root.display(), "mshttpd started");
 
@@ -143,10 +194,41 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            r = accept_tls(tls_listener.as_ref()) => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    // The cap is checked before the handshake, so a flood of TLS connections
+                    // cannot hold more than the sessions allowed.
+                    match (limiter.try_acquire(), &tls) {
+                        (Some(permit), Some(tls)) => {
+                            let (app, ctx, acceptor) = (app.clone(), ctx.clone(), tls.acceptor());
+                            sessions.spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    Duration::from_secs(30),
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(s)) => serve_connection(s, peer, true, app, ctx).await,
+                                    Ok(Err(e)) => info!("TLS negotiation with {peer} failed: {e}"),
+                                    Err(_) => info!("TLS negotiation with {peer} timed out"),
+                                }
+                                drop(permit);
+                            });
+                        }
+                        _ => warn!("session limit reached: TLS connection from {peer} refused"),
+                    }
+                }
+                Err(e) => {
+                    warn!("accept (TLS): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
     drop(tcp);
+    drop(tls_listener);
     let grace = Duration::from_secs(args.shutdown_grace);
     let drained = tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}

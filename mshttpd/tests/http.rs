@@ -1159,6 +1159,49 @@ fn drafts_submission_blobs_and_push() {
     );
 }
 
+/// Over HTTPS (implicit TLS, a self-signed certificate made at first start) the login
+/// cookies are marked Secure.
+#[test]
+fn https_login_cookies_are_secure() {
+    let dir = instance(&["joe"], "");
+    let mut server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
+    let mut line = String::new();
+    server
+        ._stdout
+        .read_line(&mut line)
+        .expect("TLS listening line");
+    let tls_addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|l| l.strip_suffix(" (TLS)"))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_owned();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "-k",
+            "--max-time",
+            "30",
+            "--data",
+            "username=joe&password=pw",
+        ])
+        .arg(format!("https://{tls_addr}/login"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 303"), "{text}");
+    let cookies: Vec<&str> = text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{text}");
+    assert!(
+        cookies.iter().all(|c| c.contains("; Secure")),
+        "{cookies:?}"
+    );
+}
+
 /// The session cap (descriptor check): past service.http.sessionsperprocess connections a
 /// client gets 503 and the connection is closed.
 #[test]

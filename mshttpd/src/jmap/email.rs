@@ -437,22 +437,38 @@ fn header_prop(msg: &mail_parser::Message<'_>, raw: &[u8], prop: &str) -> MResul
     }
 }
 
+/// Addresses from the cached envelope, unless a display name is RFC 2047 encoded (then the
+/// message is parsed, which decodes it).
+fn envelope_addresses(list: &[message_structure::Address]) -> Option<Value> {
+    if list.is_empty() {
+        return Some(Value::Null);
+    }
+    let mut out = Vec::new();
+    for a in list.iter().filter(|a| a.is_mailbox()) {
+        let name = match &a.name {
+            Some(n) if n.windows(2).any(|w| w == b"=?") || std::str::from_utf8(n).is_err() => {
+                return None
+            }
+            Some(n) => Some(String::from_utf8_lossy(n).into_owned()),
+            None => None,
+        };
+        let email = format!(
+            "{}@{}",
+            String::from_utf8_lossy(a.mailbox.as_deref().unwrap_or_default()),
+            String::from_utf8_lossy(a.host.as_deref().unwrap_or_default())
+        );
+        out.push(json!({"name": name, "email": email}));
+    }
+    Some(json!(out))
+}
+
+const ADDRESS_PROPS: &[&str] = &["from", "to", "cc", "bcc", "replyTo", "sender"];
+
 fn needs_parse(props: &[String]) -> bool {
     props.iter().any(|p| {
         matches!(
             p.as_str(),
-            "from"
-                | "to"
-                | "cc"
-                | "bcc"
-                | "replyTo"
-                | "sender"
-                | "headers"
-                | "bodyStructure"
-                | "textBody"
-                | "htmlBody"
-                | "attachments"
-                | "bodyValues"
+            "headers" | "bodyStructure" | "textBody" | "htmlBody" | "attachments" | "bodyValues"
         ) || p.starts_with("header:")
     })
 }
@@ -481,7 +497,13 @@ fn structure_props(o: &mut Map<String, Value>, st: &MessageStructure, props: &[S
     }
 }
 
-async fn email_json(req: &mut Req<'_>, loc: &Loc, props: &[String], opts: &BodyOpts) -> MResult {
+async fn email_json(
+    req: &mut Req<'_>,
+    loc: &Loc,
+    props: &[String],
+    opts: &BodyOpts,
+    cached: Option<MessageStructure>,
+) -> MResult {
     let mut o = Map::new();
     let (uv, uid) = (loc.folder.uidvalidity, loc.msg.uid);
     for prop in props {
@@ -496,9 +518,30 @@ async fn email_json(req: &mut Req<'_>, loc: &Loc, props: &[String], opts: &BodyO
         };
         o.insert(prop.clone(), v);
     }
-    let st = req.session.message_structure(&loc.folder.name, uid).await?;
+    let st = match cached {
+        Some(st) => st,
+        None => req.session.message_structure(&loc.folder.name, uid).await?,
+    };
     structure_props(&mut o, &st, props);
-    if needs_parse(props) {
+    let mut parse = needs_parse(props);
+    for p in props.iter().filter(|p| ADDRESS_PROPS.contains(&p.as_str())) {
+        let env = &st.envelope;
+        let list = match p.as_str() {
+            "from" => &env.from,
+            "to" => &env.to,
+            "cc" => &env.cc,
+            "bcc" => &env.bcc,
+            "replyTo" => &env.reply_to,
+            _ => &env.sender,
+        };
+        match envelope_addresses(list) {
+            Some(v) => {
+                o.insert(p.clone(), v);
+            }
+            None => parse = true,
+        }
+    }
+    if parse {
         let raw = req.session.message_bytes(&loc.folder.name, uid).await?;
         let msg = MessageParser::default()
             .parse(&raw)
@@ -583,11 +626,33 @@ pub(crate) async fn get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
     if ids.len() > super::MAX_OBJECTS_IN_GET {
         return Err(MethodError::RequestTooLarge);
     }
+    let mut located = Vec::with_capacity(ids.len());
+    let mut by_folder: HashMap<String, Vec<u32>> = HashMap::new();
+    for id in ids {
+        let loc = locate(req, &id).await?;
+        if let Some(l) = &loc {
+            by_folder
+                .entry(l.folder.name.clone())
+                .or_default()
+                .push(l.msg.uid);
+        }
+        located.push((id, loc));
+    }
+    // One blocking read per folder for the structures, not one per message.
+    let mut structures: HashMap<(String, u32), MessageStructure> = HashMap::new();
+    for (folder, uids) in by_folder {
+        for (uid, st) in req.session.message_structures(&folder, uids).await? {
+            structures.insert((folder.clone(), uid), st);
+        }
+    }
     let mut list = Vec::new();
     let mut not_found = Vec::new();
-    for id in ids {
-        match locate(req, &id).await? {
-            Some(loc) => match email_json(req, &loc, &props, &opts).await {
+    for (id, loc) in located {
+        let cached = loc
+            .as_ref()
+            .and_then(|l| structures.remove(&(l.folder.name.clone(), l.msg.uid)));
+        match loc {
+            Some(loc) => match email_json(req, &loc, &props, &opts, cached).await {
                 Ok(v) => list.push(v),
                 Err(MethodError::ServerFail(_)) if !still_there(req, &loc).await => {
                     not_found.push(id)
@@ -622,7 +687,9 @@ struct Changes {
 
 async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MResult<Changes> {
     let old = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
-    let folders = req.folders().await?;
+    let mut folders = req.folders().await?;
+    // Pages of changes walk the folders in UIDVALIDITY order, the order of the state string.
+    folders.sort_by_key(|f| f.uidvalidity);
     let now = ids::state_map(&folders);
     if old.keys().any(|uv| !now.contains_key(uv)) {
         // A folder was deleted: the ids of the messages it held are unknown now.
