@@ -175,7 +175,7 @@ fn main() -> Result<()> {
                 dump.push_str(",\n");
             }
             dump.push_str(&format!(
-                "\"{cname}\": {{\"partition\": \"default\", \"acl\": {{\"u{user}\": \"lrswipkxtecdan\"}}, \"uniqueid\": \"{}\", \"mbtype\": \"e\", \"uidvalidity\": \"{}\"}}",
+                "\"{cname}\": {{\"partition\": \"default\", \"acl\": {{\"u{user}\": \"lrswipkxtecdan\"}}, \"uniqueid\": \"{}\", \"mbtype\": \"e\", \"uidvalidity\": \"{}\", \"createdmodseq\": \"1\", \"foldermodseq\": \"1\"}}",
                 cyrus_uniqueid(user, folder),
                 1_700_000_000 + user * 16 + folder
             ));

@@ -150,9 +150,14 @@ fn clean_store_checks_clean() {
     let (code, out, _) = run(dir.path(), &["-r"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 rebuilt"), "{out}");
+    let idx = folder_dir(dir.path(), &inbox).join("store.idx");
+    let idx_before = std::fs::read(&idx).unwrap();
     let (code, out, _) = run(dir.path(), &["-f", "-r", "user/joe"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 rebuilt"), "{out}");
+    // Every message was read again and came out as indexed: nothing rewritten.
+    assert_eq!(out.matches("left untouched").count(), 2, "{out}");
+    assert_eq!(std::fs::read(&idx).unwrap(), idx_before);
     let after = view(dir.path(), &inbox);
     assert_eq!(before.0, after.0);
     assert_eq!(before.2, after.2);

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Check and repair the message store.
 ///
 /// Examples: reconstruct -n -r (check everything), reconstruct -r user/joe (repair joe's
