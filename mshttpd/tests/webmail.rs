@@ -457,6 +457,44 @@ try:
     q('button.show-images').click()
     wait(lambda: pixel_hits, 'remote image fetched once allowed')
 
+    step('the sanitiser against known attack vectors')
+    vectors = [
+        '<img src=x onerror=alert(1)>', '<svg><script>alert(1)</script></svg>', '<svg onload=alert(1)>',
+        '<a href="JaVaScRiPt:alert(1)">a</a>', '<a href=" javascript:alert(1)">a</a>',
+        '<a href="java&#x09;script:alert(1)">a</a>', '<a href="data:text/html,<script>alert(1)</script>">a</a>',
+        '<iframe srcdoc="<script>alert(1)</script>"></iframe>', '<object data="http://track.example/o"></object>',
+        '<embed src="http://track.example/e">', '<math><mi xlink:href="javascript:alert(1)">m</mi></math>',
+        '<style>@import url(http://track.example/s.css);</style>', '<div style="background:url(http://track.example/b)">d</div>',
+        '<base href="http://track.example/">', '<meta http-equiv="refresh" content="0;url=http://track.example/">',
+        '<form action="http://track.example/f"><button formaction="javascript:alert(1)">b</button></form>',
+        '<img srcset="http://track.example/1x.png 1x">', '<table background="http://track.example/t"><tr><td>t</td></tr></table>',
+        '<body onload=alert(1)>b</body>', '<details open ontoggle=alert(1)>x</details>', '<input autofocus onfocus=alert(1)>',
+        '<link rel=stylesheet href="http://track.example/l.css">', '<video poster="http://track.example/p"></video>',
+        '<img src="data:image/svg+xml,<svg onload=alert(1)>">', '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></noscript>',
+        '<p title="x" onclick="alert(1)" onmouseover="alert(1)">p</p>', '<template><img src=x onerror=alert(1)></template>',
+        '<img src="http://track.example/i.png">', '<div style="background-image: image-set(\'http://track.example/s\' 1x)">s</div>',
+    ]
+    problems = d.execute_async_script('''
+        const [vectors, done] = arguments;
+        import('/assets/sanitize.js').then(({ sanitize }) => {
+          const bad = [];
+          for (const v of vectors) {
+            const { html } = sanitize(v);
+            const doc = new DOMParser().parseFromString(html, 'text/html');
+            for (const e of doc.body.querySelectorAll('*')) {
+              if (/^(script|iframe|object|embed|svg|math|base|meta|link|form|input|button|video|template|noscript)$/.test(e.localName)) bad.push([v, e.localName]);
+              for (const a of e.attributes) {
+                if (/^on/i.test(a.name) || /^\\s*(javascript|data:text|vbscript)/i.test(a.value)) bad.push([v, a.name + '=' + a.value]);
+              }
+              if (e.localName === 'img' && e.hasAttribute('src') && !/^data:image\\/(png|gif|jpeg|webp);/.test(e.getAttribute('src'))) bad.push([v, 'img src ' + e.getAttribute('src')]);
+            }
+            if (html.includes('track.example') || /javascript:/i.test(html)) bad.push([v, html]);
+          }
+          done(bad);
+        }, (e) => done([['import', String(e)]]));
+    ''', vectors)
+    check(problems == [], 'sanitiser let through: %r' % problems)
+
     step('download an attachment')
     click_row('Quarterly numbers')
     wait(lambda: qs('a.attachment'), 'attachment link')
