@@ -419,6 +419,18 @@ try:
     wait(lambda: d.execute_script('return document.body.dataset.ready') == 'true', 'the app to start')
     wait(lambda: folder('Inbox').get_attribute('aria-label') == 'Inbox, 6 unread', 'Inbox, 6 unread')
     check(len(rows()) == 6, 'six rows: %r' % rows())
+    # Every control has a name a screen reader can read out.
+    unnamed = d.execute_script('''
+        return [...document.querySelectorAll('input, select, textarea, button, [role=listbox]')]
+          .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
+          .map((e) => e.outerHTML.slice(0, 80));''')
+    check(unnamed == [], 'controls without an accessible name: %r' % unnamed)
+    # Keyboard focus is visible.
+    d.execute_script('document.activeElement.blur()')
+    keys(Keys.TAB, Keys.TAB)
+    focused = d.execute_script('const s = getComputedStyle(document.activeElement); return [document.activeElement.id, s.outlineStyle, s.outlineWidth]')
+    check(focused[0] == 'compose' and focused[1] != 'none' and focused[2] != '0px', 'focus ring on %r' % (focused,))
     # Reloading would lose this; live updates must keep it.
     d.execute_script('window.__noReload = 42')
 
@@ -538,7 +550,7 @@ try:
     wait(lambda: rows() == ['Needle in haystack'], 'one search hit, got %r' % rows())
 
     step('write, save and send a draft with an attachment')
-    d.find_element(By.TAG_NAME, 'body').click()
+    d.execute_script('document.activeElement.blur()')
     keys('c')
     wait(lambda: q('#composer').is_displayed(), 'composer')
     q('#c-to').send_keys('Friend <friend@example.net>')
@@ -612,7 +624,7 @@ try:
     wait(lambda: 'Welcome aboard' in rows(), 'search finds Welcome aboard, got %r' % rows())
     click_row('Welcome aboard')
     wait(lambda: q('#subject').text == 'Welcome aboard', 'Welcome aboard open')
-    d.find_element(By.TAG_NAME, 'body').click()
+    d.execute_script('document.activeElement.blur()')
     keys('r')
     wait(lambda: q('#composer').is_displayed(), 'composer for the reply')
     check(q('#c-to').get_attribute('value') == 'ann@example.com', 'reply to the sender: %r' % q('#c-to').get_attribute('value'))
