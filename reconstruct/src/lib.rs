@@ -32,8 +32,10 @@ pub const EXIT_FAILED: i32 = 2;
 /// Usage error (sysexits EX_USAGE): nothing was changed.
 pub const EXIT_USAGE: i32 = 64;
 
-/// Folders checked at once.
-const THREADS: usize = 4;
+/// Folders checked at once, per core: a folder's repair mostly waits for its flushes, and
+/// flushes from several threads share the filesystem's journal commits.
+const THREADS_PER_CORE: usize = 4;
+const MAX_THREADS: usize = 16;
 
 /// The command line, parsed.
 #[derive(Clone, Debug, Default)]
@@ -307,7 +309,8 @@ fn repair(opts: &Options, targets: Vec<Result<Target, String>>, out: Sink<'_>) -
     let totals = Mutex::new((0usize, 0usize, 0usize, 0usize)); // checked, damaged, rebuilt, failed
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(1, THREADS)
+        .saturating_mul(THREADS_PER_CORE)
+        .clamp(1, MAX_THREADS)
         .min(targets.len().max(1));
     let progress = progress::Progress::new(opts.progress, targets.len());
     std::thread::scope(|sc| {
