@@ -8,10 +8,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use store_client::{Flag, SearchKey, StoreClient};
 use userdb::{HashParams, Secret, UserDb};
@@ -222,18 +223,45 @@ fn webmail_in_headless_chromium() {
 
     let script = tempfile::NamedTempFile::new().expect("script file");
     std::fs::write(script.path(), BROWSER_SCRIPT).expect("write script");
-    let out = Command::new(python())
+    // Output goes to files so a wedged browser can be killed after a bound, not waited on.
+    let stdout_file = tempfile::NamedTempFile::new().expect("stdout file");
+    let stderr_file = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = Command::new(python())
         .arg(script.path())
         .arg(format!("http://{}", http.addr))
         .arg(lmtpd.addr.ip().to_string())
         .arg(lmtpd.addr.port().to_string())
-        .output()
+        .stdout(stdout_file.reopen().expect("stdout"))
+        .stderr(stderr_file.reopen().expect("stderr"))
+        // Its own process group, so chromedriver and Chromium go with it on a timeout.
+        .process_group(0)
+        .spawn()
         .expect("run the browser script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let started = Instant::now();
+    let deadline = started + BROWSER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the browser script") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--"])
+                .arg(format!("-{}", child.id()))
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(stdout_file.path()).unwrap_or_default();
+    let stderr = std::fs::read_to_string(stderr_file.path()).unwrap_or_default();
     assert!(
-        out.status.success() && stdout.contains("DONE"),
-        "browser script failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        status.is_some_and(|s| s.success()) && stdout.contains("DONE"),
+        "browser script failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        status.map_or(format!("killed after {BROWSER_TIMEOUT:?}"), |s| format!(
+            "{s} after {:?}",
+            started.elapsed()
+        ))
     );
 
     // What the clicks did, as the store sees it.
@@ -281,6 +309,9 @@ fn webmail_in_headless_chromium() {
         );
     }
 }
+
+/// How long the browser session may take (it needs about 25 s) before it is killed.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The browser session: argv = base URL, LMTP host, LMTP port.
 const BROWSER_SCRIPT: &str = r#####"
