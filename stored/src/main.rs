@@ -232,6 +232,7 @@ fn run(cli: Cli, root: PathBuf, config: msgconf::Config) -> std::process::ExitCo
             }
         }
     });
+    let _ = ready::sd_notify("STOPPING=1");
     drop(ready);
     {
         let c = conn.lock().unwrap_or_else(|p| p.into_inner());

@@ -267,3 +267,20 @@ fn aging_policies_expire_by_age_count_and_deleted_flag() {
     assert_eq!(live("Trash"), vec![trash[2]]);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn systemd_hears_ready_once_the_database_is_checked_and_stopping_at_exit() {
+    let inst = Instance::new("");
+    let sock = inst.root().join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let s = inst.start_env(&[], &[("NOTIFY_SOCKET", &sock)]);
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("READY=1\n"), "{msg}");
+    inst.wait_log("Startup analysis done", 10);
+    assert_eq!(s.stop(), Some(0));
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}

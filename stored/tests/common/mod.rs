@@ -58,10 +58,16 @@ impl Instance {
 
     /// Start stored and wait for its readiness file.
     pub fn start(&self, args: &[&str]) -> Stored {
+        self.start_env(args, &[])
+    }
+
+    /// `start` with environment variables set for stored.
+    pub fn start_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Stored {
         let child = Command::new(STORED)
             .arg("--root")
             .arg(self.root())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
