@@ -412,8 +412,10 @@ function renderBody(e) {
     // Same-origin but script-less: the page sizes the frame to its content.
     const fit = () => {
       const doc = frame.contentDocument;
-      if (doc?.documentElement) frame.style.height = `${doc.documentElement.scrollHeight + 4}px`;
+      // The root's box, not scrollHeight: that never drops below the frame's own height.
+      if (doc?.documentElement) frame.style.height = `${Math.ceil(doc.documentElement.getBoundingClientRect().height) + 4}px`;
     };
+    frame.fit = fit;
     frame.addEventListener('load', () => {
       fit();
       for (const img of frame.contentDocument?.images || []) img.addEventListener('load', fit);
@@ -773,6 +775,8 @@ async function start() {
   $('#c-discard').addEventListener('click', composeAction(() => closeCompose({ discard: true }), 'Discarded.'));
   $('#composer').addEventListener('cancel', () => { state.compose = null; });
   document.addEventListener('keydown', onKey);
+  // A narrower window makes mail text wrap into more lines: refit the message frames.
+  window.addEventListener('resize', () => { for (const f of document.querySelectorAll('iframe.body-html')) f.fit?.(); });
 
   try {
     const r = await jmap.call([['Identity/get', { accountId: jmap.accountId, ids: null }, 'i']]);
