@@ -16,7 +16,8 @@
 #      connection does not shrink with more).
 #
 # Environment: USERS (50), MESSAGES per user (200), ROUNDS per session (5), CLIENTS ("1 50"),
-# BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot).
+# BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), BUILD (1;
+# 0 uses the release binaries already built in ${CARGO_TARGET_DIR:-target}/release).
 # The corpus under /var/tmp/imap-bench is kept and reused when USERS, MESSAGES and BIG are
 # unchanged (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never
 # touches the system's.
@@ -52,7 +53,9 @@ if [ ! -x $DV_BIN/imap ] || [ ! -x $DV_BIN/imap-login ]; then
     fi
     DV_BIN=$DV_PKG/usr/lib/dovecot
 fi
-if [[ " $SIDES " == *" ours "* ]]; then
+if [ "${BUILD:-1}" = 0 ]; then
+    :   # BUILD=0: use the binaries already in $T
+elif [[ " $SIDES " == *" ours "* ]]; then
     cargo build --release -q -p msg-admin -p imapd -p store-bench
 else
     cargo build --release -q -p store-bench
@@ -85,7 +88,6 @@ if [ "${FRESH:-0}" = 1 ] || [ "$(cat $B/corpus.params 2>/dev/null)" != "$PARAMS"
     echo "  Maildir: $(( $(date +%s) - start )) s" >&2
     if [[ " $SIDES " == *" ours "* ]]; then
         start=$(date +%s)
-        $T/start-msg --root $B/msg >/dev/null
         $T/imap-load load-store --dir $B/msg --users $USERS --messages $MESSAGES --big $BIG
         echo "  our store: $(( $(date +%s) - start )) s" >&2
     fi
@@ -94,15 +96,22 @@ fi
 
 # --- the servers -----------------------------------------------------------------------
 if [[ " $SIDES " == *" ours "* ]]; then
-    [ -f $B/msg/config/msg.conf ] || { $T/start-msg --root $B/msg >/dev/null; $T/imap-load load-store --dir $B/msg --users $USERS --messages $MESSAGES --big $BIG; }
+    [ -d $B/msg/data/store ] || $T/imap-load load-store --dir $B/msg --users $USERS --messages $MESSAGES --big $BIG
     # Room for $IDLE sessions in one process under the machine's hard descriptor limit
     # (20,000 here): an idle session holds one descriptor, its socket.
     $T/configutil --root $B/msg -o service.imap.sessionsperprocess -v $(( IDLE + 1000 ))
     $T/configutil --root $B/msg -o local.service.imap.fdpersession -v 1
-    $T/imapd --root $B/msg --listen 127.0.0.1:$OUR_IMAP >$B/imapd.out 2>$B/imapd.err &
+fi
+start_imapd() {
+    if [ -n "${IMAPD_PID:-}" ]; then
+        kill "$IMAPD_PID" 2>/dev/null || true
+        wait "$IMAPD_PID" 2>/dev/null || true
+    fi
+    $T/imapd --root $B/msg --listen 127.0.0.1:$OUR_IMAP >>$B/imapd.out 2>>$B/imapd.err &
     IMAPD_PID=$!
     wait_port $OUR_IMAP
-fi
+}
+[[ " $SIDES " == *" ours "* ]] && start_imapd
 # Dovecot 2.3: Maildir, passwd-file users, login processes in its high-performance mode
 # (service_count = 0), one imap process per session (its default), the default
 # mail_fsync = optimized (a saved message is flushed before APPEND is answered, as ours).
@@ -231,6 +240,9 @@ for run in $(seq 1 "$RUNS"); do
     for who in $SIDES; do
         n=$IDLE; [ $who = dovecot ] && n=$DV_IDLE
         rm -f $B/release $B/idle.out
+        # A fresh imapd for each run: memory freed by the previous run stays in its heap
+        # and would hide the next run's growth.
+        [ $who = ours ] && start_imapd
         # Dovecot's imap processes of the previous run take a while to exit.
         for _ in $(seq 1 120); do [ "$(server_pids $who | wc -w)" -le "${BASE_PROCS[$who]}" ] && break; sleep 0.5; done
         sleep 2
