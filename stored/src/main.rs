@@ -382,10 +382,20 @@ fn spawn_jobs(
         );
         every("log cleanup", iv.log_cleanup, move || {
             let _ = stored::touch(&stamp);
-            match periodic::checkpoint(&lock(&conn), "TRUNCATE") {
+            let c = lock(&conn);
+            // TRUNCATE waits for readers while holding off writers: wait briefly, and leave
+            // the log for the next cleanup rather than stall deliveries.
+            let _ = c.busy_timeout(Duration::from_millis(100));
+            let r = periodic::checkpoint(&c, "TRUNCATE");
+            let _ = c.busy_timeout(Duration::from_secs(5));
+            drop(c);
+            match r {
                 Ok((0, _, _)) => inc(&stats.log_cleanups, 1),
                 // Readers still in the log: the next cleanup empties it.
                 Ok(_) => debug!("log cleanup: readers active, log kept"),
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    debug!("log cleanup: database busy, log kept")
+                }
                 Err(e) => warn!(facility = "Store", "Database log cleanup failed: {e}"),
             }
         });
