@@ -183,6 +183,7 @@ function listFilter() {
 
 async function loadList({ keepSelection = false } = {}) {
   const seq = ++listSeq;
+  $('#list').setAttribute('aria-busy', 'true');
   const [property, dir] = state.sort.split(':');
   const filter = listFilter();
   const calls = [
@@ -205,7 +206,10 @@ async function loadList({ keepSelection = false } = {}) {
       accountId: jmap.accountId, filter, '#emailIds': { resultOf: 'q', name: 'Email/query', path: '/ids' },
     }, 's']);
   }
-  const r = await jmap.call(calls);
+  const r = await jmap.call(calls).catch((e) => {
+    if (seq === listSeq) $('#list').setAttribute('aria-busy', 'false');
+    throw e;
+  });
   if (seq !== listSeq) return;
   const emails = new Map(r.g.list.map((e) => [e.id, e]));
   const threads = new Map((r.t?.list || []).map((t) => [t.id, t.emailIds.length]));
@@ -223,6 +227,7 @@ async function loadList({ keepSelection = false } = {}) {
     state.sel = state.rows.length - 1;
   }
   renderList();
+  $('#list').setAttribute('aria-busy', 'false');
 }
 
 function updateTitle() {

@@ -424,9 +424,11 @@ def folder(name):
         if b.find_element(By.CSS_SELECTOR, '.name').text == name:
             return b
     raise AssertionError('no folder ' + name)
+def listed():
+    return q('#list').get_attribute('aria-busy') == 'false'
 def open_folder(name):
     wait(lambda: folder(name).click() or True, 'folder %s to click' % name)
-    wait(lambda: q('#list-title').text == name, 'folder %s listed' % name)
+    wait(lambda: q('#list-title').text == name and listed(), 'folder %s listed' % name)
 def status():
     return q('#status').text
 def keys(*k):
