@@ -35,7 +35,7 @@ setup() {
     chmod 755 $B $B/dovecot $B/dovecot/run
     chown nobody:nogroup $B/dovecot/home
     # Ours.
-    ./target/release/start-msg --root $B/msg >/dev/null
+    ./target/release/start-msg --root $B/msg --prepare-only >/dev/null
     for i in $(seq 1 $USERS); do echo pass | ./target/release/msuser --root $B/msg add user$i >/dev/null; done
     ./target/release/lmtpd --root $B/msg --listen 127.0.0.1:$OUR_PORT >$B/lmtpd.out 2>$B/lmtpd.err &
     LMTPD_PID=$!

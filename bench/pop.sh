@@ -43,7 +43,7 @@ for i in $(seq 1 $USERS); do
     echo "user$i:{PLAIN}pass" >> $B/dovecot/users.passwd
     echo "user$i:{PLAIN}pass" >> $B/msg/config/passwd
 done
-./target/release/start-msg --root $B/msg >/dev/null
+./target/release/start-msg --root $B/msg --prepare-only >/dev/null
 ./target/release/lmtpd --root $B/msg --listen 127.0.0.1:$OUR_LMTP >/dev/null 2>&1 & LMTPD_PID=$!
 ./target/release/popd --root $B/msg --listen 127.0.0.1:$OUR_POP >/dev/null 2>&1 & POPD_PID=$!
 cat > $B/dovecot/dovecot.conf <<CONF

@@ -262,3 +262,26 @@ fn start_msg_refuses_an_invalid_configuration() {
     );
     assert!(!inst.root().join("data/run/stored.pid").exists());
 }
+
+#[test]
+fn prepare_only_prepares_once_and_starts_nothing() {
+    let inst = Inst::new("");
+    let o = cmd(START_MSG, inst.root(), &["--prepare-only"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("First user created: admin, password: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("  stored   not started (--prepare-only)"),
+        "{text}"
+    );
+    assert!(inst.root().join("data/store/mboxlist/mboxlist.db").exists());
+    assert!(!inst.root().join("data/run/stored.pid").exists());
+    assert!(TcpStream::connect(("127.0.0.1", inst.ports.pop)).is_err());
+    // Idempotent: nobody is created twice.
+    let o = cmd(START_MSG, inst.root(), &["--prepare-only", "--user", "joe"]);
+    assert!(o.status.success());
+    assert!(!out(&o).contains("First user created"));
+}

@@ -146,7 +146,10 @@ fn wait_for_port(port: u16) {
 async fn postfix_delivers_through_lmtpd_into_the_store() {
     let tmp = tempfile::tempdir().unwrap();
     let root: PathBuf = tmp.path().join("msg");
-    run(Command::new(binary("start-msg")).arg("--root").arg(&root));
+    run(Command::new(binary("start-msg"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--prepare-only"));
     let mut add = Command::new(binary("msuser"))
         .arg("--root")
         .arg(&root)

@@ -13,6 +13,8 @@ async fn quick_start_then_mail_is_visible_to_the_admin_tools() {
     let out = Command::new(binary("start-msg"))
         .arg("--root")
         .arg(&root)
+        // Prepare only: this test uses the store through its API, without the services.
+        .arg("--prepare-only")
         .output()
         .unwrap();
     assert!(

@@ -37,6 +37,10 @@ struct Cli {
     /// Read the first user's password from this file (default: generate one and print it).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// Only prepare the instance (configuration, directories, database, first user) and
+    /// start nothing: for scripts and tests that run the services themselves.
+    #[arg(long)]
+    prepare_only: bool,
     /// Seconds to wait for stored's startup analysis and recovery.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     stored_timeout: u64,
@@ -243,15 +247,26 @@ fn main() {
         let bin = bin_dir()?;
 
         // stored first: it checks and, if need be, repairs the database before anyone opens it.
-        let stored_state = start_stored(
-            &bin,
-            &root_abs,
-            &run_dir,
-            Duration::from_secs(cli.stored_timeout),
-        )?;
+        let stored_state = if cli.prepare_only {
+            "not started (--prepare-only)".to_owned()
+        } else {
+            start_stored(
+                &bin,
+                &root_abs,
+                &run_dir,
+                Duration::from_secs(cli.stored_timeout),
+            )?
+        };
 
         let store = Store::open(&root)
             .with_context(|| format!("cannot open the store at {}", root.display()))?;
+        if cli.prepare_only {
+            // Without stored's analysis, at least refuse a database that fails its check.
+            store
+                .db()
+                .quick_check()
+                .context("mailbox database check failed (start stored to recover it)")?;
+        }
         let users = UserDb::open(layout.passwd_file()).context("cannot open the user database")?;
         let mut created = None;
         if users.list()?.is_empty() {
@@ -277,6 +292,10 @@ fn main() {
         let mut failed = 0;
         let mut states = vec![("stored", stored_state)];
         for svc in &control::SERVICES[1..] {
+            if cli.prepare_only {
+                states.push((svc, "not started (--prepare-only)".to_owned()));
+                continue;
+            }
             let text = match start_service(&bin, svc, &root_abs, &run_dir, &conf) {
                 Started::Running(s) => s,
                 Started::AlreadyRunning(pid) => format!("already running (pid {pid})"),
