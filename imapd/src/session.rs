@@ -110,7 +110,7 @@ where
 {
     let mut conn = Conn {
         io: Box::new(stream),
-        inbuf: Vec::with_capacity(1024),
+        inbuf: Vec::new(),
         deflate: None,
         out: Vec::new(),
         capture: None,
@@ -229,18 +229,23 @@ impl Conn {
                 return Self::inflate(z, &mut self.inbuf).map(Some);
             }
         }
-        let mut chunk = [0u8; 8192];
-        let n = match tokio::time::timeout(timeout, self.io.read(&mut chunk)).await {
+        // Read straight into the buffer: an idle session holds no read buffer in its task.
+        let dst = match &mut self.deflate {
+            Some(z) => &mut z.pending,
+            None => &mut self.inbuf,
+        };
+        dst.reserve(if dst.capacity() >= 64 * 1024 {
+            64 * 1024
+        } else {
+            4096
+        });
+        match tokio::time::timeout(timeout, self.io.read_buf(dst)).await {
             Err(_) => return Ok(None),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(Gone),
-            Ok(Ok(n)) => n,
-        };
-        match &mut self.deflate {
-            Some(z) => {
-                z.pending.extend_from_slice(&chunk[..n]);
-                Self::inflate(z, &mut self.inbuf)?;
-            }
-            None => self.inbuf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => {}
+        }
+        if let Some(z) = &mut self.deflate {
+            Self::inflate(z, &mut self.inbuf)?;
         }
         Ok(Some(()))
     }
@@ -393,9 +398,11 @@ impl Conn {
     }
 
     fn plaintext_allowed(&self) -> bool {
-        self.tls_active
-            || self.peer.addr.ip().is_loopback()
-            || self.ctx.settings.allow_plaintext_auth
+        plaintext_allowed(
+            self.tls_active,
+            self.peer.addr.ip(),
+            self.ctx.settings.allow_plaintext_auth,
+        )
     }
 
     fn capabilities(&self) -> String {
@@ -509,12 +516,17 @@ impl Conn {
                     continue;
                 }
             };
-            if self.dispatch(&tag, cmd).await? {
+            // Boxed: the session's future stays small while it waits for the next command.
+            if Box::pin(self.dispatch(&tag, cmd)).await? {
                 self.flush_out().await?;
                 return Ok(());
             }
             if self.out.len() > OUT_CHUNK {
                 self.flush_out().await?;
+            }
+            // A big command (an APPEND) does not leave its buffer behind.
+            if self.inbuf.is_empty() && self.inbuf.capacity() > 16 * 1024 {
+                self.inbuf = Vec::new();
             }
         }
     }
@@ -2258,6 +2270,12 @@ impl Conn {
     }
 }
 
+/// Passwords in the clear only over TLS, from loopback, or where `service.allowplaintextauth`
+/// says so; otherwise the capabilities say LOGINDISABLED and LOGIN is refused.
+fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allow_plaintext: bool) -> bool {
+    tls || peer.is_loopback() || allow_plaintext
+}
+
 /// The bytes a body section names (before any partial range); `None` when BINARY meets an
 /// unknown transfer encoding.
 async fn section_data(
@@ -2475,6 +2493,16 @@ fn parse_email_id(id: &str, uidvalidity: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plaintext_rule() {
+        let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(!plaintext_allowed(false, remote, false));
+        assert!(plaintext_allowed(true, remote, false));
+        assert!(plaintext_allowed(false, remote, true));
+        assert!(plaintext_allowed(false, local, false));
+    }
 
     #[test]
     fn patterns() {
