@@ -32,7 +32,7 @@ const ROLE_ORDER = ['inbox', 'drafts', 'sent', 'archive', 'junk', 'trash'];
 const EMAIL_LIST_PROPS = ['id', 'threadId', 'mailboxIds', 'keywords', 'from', 'to', 'subject',
   'receivedAt', 'preview', 'hasAttachment', 'size'];
 const EMAIL_READ_PROPS = ['id', 'threadId', 'mailboxIds', 'keywords', 'from', 'to', 'cc', 'replyTo',
-  'subject', 'sentAt', 'receivedAt', 'messageId', 'references', 'textBody', 'htmlBody',
+  'subject', 'sentAt', 'receivedAt', 'messageId', 'inReplyTo', 'references', 'textBody', 'htmlBody',
   'attachments', 'bodyValues'];
 
 // ---- small helpers
@@ -575,6 +575,7 @@ function editDraft(e) {
     title: 'Edit draft', draftId: e.id, to: addrs(e.to), cc: addrs(e.cc), subject: e.subject || '',
     body: e.bodyValues?.[textPart?.partId]?.value ?? '',
     attachments: (e.attachments || []).map((a) => ({ blobId: a.blobId, type: a.type, name: a.name, size: a.size })),
+    inReplyTo: e.inReplyTo, references: e.references,
   });
 }
 
