@@ -273,3 +273,31 @@ c.logout()
     assert!(log.contains("Login user=joe"), "{log}");
     assert!(log.contains("session limit reached"), "{log}");
 }
+
+#[test]
+fn idle_sessions_stay_small() {
+    let dir = instance(&["joe"]);
+    deliver_many(dir.path(), "joe", "INBOX", 20);
+    let server = Server::start(dir.path(), &[]);
+    let open = |n: usize| -> Vec<Conn> {
+        (0..n)
+            .map(|_| {
+                let mut c = Conn::open(server.addr);
+                assert!(c.cmd("a", "LOGIN joe pw").starts_with("a OK"));
+                assert!(c.cmd("b", "SELECT INBOX").starts_with("b OK"));
+                c
+            })
+            .collect()
+    };
+    let _warm = open(20);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.rss_kib();
+    let n = 500;
+    let conns = open(n);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = server.rss_kib();
+    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    eprintln!("{n} idle authenticated sessions with INBOX selected: {per:.1} KiB each");
+    assert!(per < 32.0, "{per:.1} KiB per idle session (the goal is 32)");
+    drop(conns);
+}
