@@ -4,7 +4,7 @@
 // sanitize.js cleans HTML mail for its sandboxed frame; app.css holds both layouts (three
 // panes, or one at a time on a phone, switched by body[data-view]).
 
-import { Jmap, JmapError, csrfToken } from './jmap.js';
+import { CORE, Jmap, JmapError, csrfToken } from './jmap.js';
 import { sanitize, frameDocument, snippetNodes } from './sanitize.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -586,7 +586,9 @@ function renderAttachments() {
 }
 
 async function addFiles(files) {
+  const max = jmap.session.capabilities?.[CORE]?.maxSizeUpload;
   for (const file of files) {
+    if (max && file.size > max) throw new Error(`${file.name} is larger than the server accepts (${formatSize(max)})`);
     $('#c-status').textContent = `Uploading ${file.name}\u2026`;
     const up = await jmap.upload(file);
     state.compose.attachments.push({ blobId: up.blobId, type: up.type || file.type || 'application/octet-stream', name: file.name, size: up.size ?? file.size });
@@ -669,7 +671,7 @@ async function closeCompose({ discard }) {
 
 function composeAction(fn, done) {
   return () => fn().then(() => { if (done) status(done); }).catch((e) => {
-    console.error(e);
+    console.warn(e); // shown in the composer, where the user can fix it
     $('#c-status').textContent = `Error: ${e.message || e}`;
   });
 }
