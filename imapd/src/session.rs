@@ -509,8 +509,14 @@ impl Conn {
             let (tag, cmd) = match parse::parse_command(&buf) {
                 Ok(x) => x,
                 Err(e) => {
+                    // An unsupported charset is NO [BADCHARSET] (RFC 9051 6.4.4), the rest BAD.
+                    let status = if e.0.starts_with("[BADCHARSET") {
+                        "NO"
+                    } else {
+                        "BAD"
+                    };
                     match parse::tag_of(&buf) {
-                        Some(t) => self.tagged(&t, &format!("BAD {e}")),
+                        Some(t) => self.tagged(&t, &format!("{status} {e}")),
                         None => self.line(&format!("* BAD {e}")),
                     }
                     continue;
@@ -1293,6 +1299,32 @@ impl Conn {
                 .iter()
                 .any(|p| pattern_matches(p, name) || pattern_matches(&normalise_inbox(p), name))
         };
+        // Parents that are not folders themselves (`Other Users/bob` above a shared folder)
+        // are listed as \Noselect so clients can show the hierarchy (RFC 9051 6.3.9).
+        let mut all = all;
+        let mut synthetic: HashSet<String> = HashSet::new();
+        if !c.select_subscribed && !c.select_special_use {
+            let names: HashSet<String> = all.iter().map(|i| i.name.clone()).collect();
+            for n in &names {
+                let mut p = n.as_str();
+                while let Some(i) = p.rfind('/') {
+                    p = &p[..i];
+                    if !p.is_empty() && !names.contains(p) {
+                        synthetic.insert(p.to_owned());
+                    }
+                }
+            }
+            for p in &synthetic {
+                all.push(store_client::MailboxInfo {
+                    name: p.clone(),
+                    special_use: None,
+                    has_children: true,
+                    subscribed: false,
+                    shared: false,
+                });
+            }
+            all.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        }
         let show_subscribed = c.return_subscribed || c.select_subscribed;
         let mut lines: Vec<(String, Vec<String>, Option<&str>, bool)> = Vec::new();
         let mut seen = HashSet::new();
@@ -1306,6 +1338,9 @@ impl Conn {
             } else {
                 "\\HasNoChildren".to_string()
             }];
+            if synthetic.contains(&info.name) {
+                attrs.insert(0, "\\Noselect".to_string());
+            }
             if let Some(su) = &info.special_use {
                 attrs.push(su.clone());
             }
@@ -1325,7 +1360,8 @@ impl Conn {
                 continue;
             }
             seen.insert(info.name.clone());
-            lines.push((info.name.clone(), attrs, childinfo, true));
+            let selectable = !synthetic.contains(&info.name);
+            lines.push((info.name.clone(), attrs, childinfo, selectable));
         }
         if c.select_subscribed {
             let mut missing: Vec<&String> = subs
