@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # reconstruct benchmark: our reconstruct against Cyrus IMAP's (Debian's cyrus-imapd), on the
 # same corpora, runs interleaved; prints medians and ratios (Cyrus time / our time) as
-# Markdown tables.
+# Markdown tables: elapsed time, and CPU time (user + system, of the process and its
+# threads), which a loaded machine disturbs much less.
 #
 #   bench/reconstruct.sh [RUNS] [CORPUS...]     (default 5 runs of both corpora)
 #
@@ -40,12 +41,25 @@ RX=$T/release/reconstruct
 CORPUS=$T/release/examples/rx-corpus
 
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+# timed OUT CMD...: run CMD with stdout and stderr to OUT; print "elapsed_ms cpu_ms" and
+# return CMD's exit status.
+timed() {
+    local out=$1 rc=0
+    shift
+    /usr/bin/time -f "%e %U %S" -o "$out.time" "$@" > "$out" 2>&1 || rc=$?
+    # (time(1) puts "Command exited with non-zero status N" first when CMD fails.)
+    awk 'NF == 3 && $1 ~ /^[0-9.]+$/ {printf "%d %d\n", $1 * 1000, ($2 + $3) * 1000}' "$out.time"
+    return $rc
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # setup NAME USERS FOLDERS MESSAGES (RX_REUSE=1: keep a corpus left by an earlier run)
 setup() {
     local d=$B/$1
     if [ "${RX_REUSE:-0}" = 1 ] && [ -f "$d/ours-first.out" ]; then
+        # An interrupted earlier run may have left indexes missing: repair both, untimed.
+        $CY/reconstruct -C "$d/cyrus/imapd.conf" > /dev/null 2>&1
+        "$RX" --root "$d/ours" --progress 0 -r > /dev/null || [ $? = 1 ]
         return
     fi
     rm -rf "$d"
@@ -84,21 +98,20 @@ CONF
     echo "corpus $1: $2 users x $3 folders x $4 messages loaded in $(ms_since "$t0") ms" >&2
 }
 
-# run_ours CORPUS KIND: time one run of ours (ms); the exit status must be 0 or 1.
+# run_ours CORPUS KIND: time one run of ours ("elapsed_ms cpu_ms"); its exit status must be
+# 0 or 1.
 run_ours() {
-    local d=$B/$1 t0 rc=0
+    local d=$B/$1 rc=0
     case $2 in
     lost) find "$d/ours/data" \( -name store.idx -o -name store.cache \) -delete ;;
     esac
     sync
-    t0=$(date +%s%N)
-    case $2 in
-    check) "$RX" --root "$d/ours" --progress 0 -n -r > "$d/ours.out" || rc=$? ;;
-    forced) "$RX" --root "$d/ours" --progress 0 -f -r > "$d/ours.out" || rc=$? ;;
-    lost) "$RX" --root "$d/ours" --progress 0 -i -f -r > "$d/ours.out" || rc=$? ;;
-    esac
     local t
-    t=$(ms_since "$t0")
+    case $2 in
+    check) t=$(timed "$d/ours.out" "$RX" --root "$d/ours" --progress 0 -n -r) || rc=$? ;;
+    forced) t=$(timed "$d/ours.out" "$RX" --root "$d/ours" --progress 0 -f -r) || rc=$? ;;
+    lost) t=$(timed "$d/ours.out" "$RX" --root "$d/ours" --progress 0 -i -f -r) || rc=$? ;;
+    esac
     if [ $rc -gt 1 ]; then
         echo "ours $2 on $1 failed ($rc):" >&2
         tail -5 "$d/ours.out" >&2
@@ -108,19 +121,18 @@ run_ours() {
 }
 
 run_cyrus() {
-    local d=$B/$1 t0
+    local d=$B/$1
     local conf=$d/cyrus/imapd.conf
     case $2 in
     lost) find "$d/cyrus/spool" \( -name cyrus.index -o -name cyrus.cache \) -delete ;;
     esac
     sync
-    t0=$(date +%s%N)
+    # Cyrus's reconstruct exits 0 whatever it finds.
     case $2 in
-    check) $CY/reconstruct -C "$conf" -n > "$d/cyrus.out" 2>&1 ;;
-    forced) $CY/reconstruct -C "$conf" -G > "$d/cyrus.out" 2>&1 ;;
-    lost) $CY/reconstruct -C "$conf" > "$d/cyrus.out" 2>&1 ;;
+    check) timed "$d/cyrus.out" $CY/reconstruct -C "$conf" -n ;;
+    forced) timed "$d/cyrus.out" $CY/reconstruct -C "$conf" -G ;;
+    lost) timed "$d/cyrus.out" $CY/reconstruct -C "$conf" ;;
     esac
-    ms_since "$t0"
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -131,26 +143,37 @@ for c in "${CORPORA[@]}"; do
     small) setup small 10 2 5 ;; # a smoke test of the script itself
     *) echo "unknown corpus $c (big, users, small)" >&2; exit 64 ;;
     esac
-    declare -A R=()
+    declare -A R=() C=()
     for run in $(seq 1 "$RUNS"); do
         for kind in check forced lost; do
-            R[$kind.ours]+="$(run_ours "$c" $kind) "
-            R[$kind.cyrus]+="$(run_cyrus "$c" $kind) "
+            read -r w u <<< "$(run_ours "$c" $kind)"
+            [ -n "$u" ] || exit 1
+            R[$kind.ours]+="$w "
+            C[$kind.ours]+="$u "
+            read -r w u <<< "$(run_cyrus "$c" $kind)"
+            [ -n "$u" ] || exit 1
+            R[$kind.cyrus]+="$w "
+            C[$kind.cyrus]+="$u "
         done
         echo "corpus $c: run $run of $RUNS done" >&2
     done
     echo
     echo "corpus $c ($RUNS runs, median ms)"
     echo
-    echo "| measure | ours ms | Cyrus ms | ratio (Cyrus / ours) |"
-    echo "|---|---|---|---|"
+    echo "| measure | ours ms | Cyrus ms | ratio | ours CPU ms | Cyrus CPU ms | CPU ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    med() { echo "$1" | tr ' ' '\n' | grep . | median; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / (b > 0 ? b : 1)}'; }
     for kind in check forced lost; do
-        o=$(echo "${R[$kind.ours]}" | tr ' ' '\n' | grep . | median)
-        y=$(echo "${R[$kind.cyrus]}" | tr ' ' '\n' | grep . | median)
-        echo "| $kind | $o | $y | $(awk -v a="$y" -v b="$o" 'BEGIN {printf "%.2f", a / (b > 0 ? b : 1)}') |"
+        o=$(med "${R[$kind.ours]}")
+        y=$(med "${R[$kind.cyrus]}")
+        oc=$(med "${C[$kind.ours]}")
+        yc=$(med "${C[$kind.cyrus]}")
+        echo "| $kind | $o | $y | $(ratio "$y" "$o") | $oc | $yc | $(ratio "$yc" "$oc") |"
     done
     echo
-    echo "all runs (ms): $(for k in "${!R[@]}"; do printf '%s: %s; ' "$k" "${R[$k]}"; done)"
-    unset R
+    echo "all runs, elapsed ms: $(for k in "${!R[@]}"; do printf '%s: %s; ' "$k" "${R[$k]}"; done)"
+    echo "all runs, CPU ms: $(for k in "${!C[@]}"; do printf '%s: %s; ' "$k" "${C[$k]}"; done)"
+    unset R C
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

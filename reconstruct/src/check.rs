@@ -95,11 +95,9 @@ pub fn scan_message_files(dir: &Path) -> io::Result<BTreeMap<u32, (u64, i64)>> {
         buckets.push((bucket, ent.path()));
     }
     // One stat per message file is most of a large folder's check: spread the buckets
-    // (4096 messages each) over a few threads.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(PARSE_THREADS)
-        .min(buckets.len());
+    // (4096 messages each) over a few threads (more than cores: they mostly wait in the
+    // kernel, and a loaded machine shares its cores out per thread).
+    let threads = PARSE_THREADS.min(buckets.len());
     if threads < 2 {
         let mut out = BTreeMap::new();
         for (bucket, path) in &buckets {
@@ -202,6 +200,29 @@ fn content_damaged(uid: u32, name: &str) -> String {
 /// `verify_content` (`-n -f`): also read every message file and compare its CRC32 with the
 /// one its index record holds.
 fn scan(dir: &Path, name: &str, verify_content: bool) -> Result<Scan, String> {
+    let list = || scan_message_files(dir).map_err(|e| ctx(e, "reading message files in", dir));
+    // A large folder: stat its message files while its index, journal and cache are read.
+    let large = std::fs::metadata(dir.join(IDX))
+        .is_ok_and(|m| m.len() > index::record_offset(PARALLEL_PARSE_MIN as u64));
+    if !large {
+        return scan_with(dir, name, verify_content, list);
+    }
+    std::thread::scope(|sc| {
+        let files = sc.spawn(list);
+        scan_with(dir, name, verify_content, || {
+            files
+                .join()
+                .map_err(|_| "a scanning thread panicked".to_owned())?
+        })
+    })
+}
+
+fn scan_with(
+    dir: &Path,
+    name: &str,
+    verify_content: bool,
+    files: impl FnOnce() -> Result<BTreeMap<u32, (u64, i64)>, String>,
+) -> Result<Scan, String> {
     let mut s = Scan::default();
     let idx_path = dir.join(IDX);
     let idx = read_opt(&idx_path).map_err(|e| ctx(e, "reading", &idx_path))?;
@@ -344,7 +365,7 @@ fn scan(dir: &Path, name: &str, verify_content: bool) -> Result<Scan, String> {
     s.cache = read_opt(&cache_path)
         .map_err(|e| ctx(e, "reading", &cache_path))?
         .unwrap_or_default();
-    s.files = scan_message_files(dir).map_err(|e| ctx(e, "reading message files in", dir))?;
+    s.files = files()?;
 
     if s.header.is_some() {
         let mut recorded = BTreeSet::new();
@@ -572,10 +593,8 @@ fn read_and_parse(
             structure: MessageStructure::parse(raw).to_bytes(),
         })
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(PARSE_THREADS);
-    if uids.len() < PARALLEL_PARSE_MIN || threads < 2 {
+    let threads = PARSE_THREADS;
+    if uids.len() < PARALLEL_PARSE_MIN {
         let mut raw = Vec::new();
         return uids.iter().map(|u| one(u, &mut raw)).collect();
     }
