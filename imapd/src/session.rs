@@ -2073,34 +2073,41 @@ impl Conn {
             }
         }
         let mut failed = None;
-        for m in &metas {
-            let structure = if needs_structure {
-                match self.sel().folder.structure(m.uid).await {
-                    Ok(s) => Some(s),
-                    Err(ClientError::NoSuchMessage(_)) => continue,
+        // Structures are read a chunk at a time: one trip to the blocking pool per chunk.
+        'chunks: for chunk in metas.chunks(128) {
+            let mut structures: std::collections::HashMap<u32, MessageStructure> =
+                std::collections::HashMap::new();
+            if needs_structure {
+                let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
+                match self.sel().folder.structures(&uids).await {
+                    Ok(v) => structures.extend(v),
                     Err(e) => {
                         failed = Some(store_error(&e));
                         break;
                     }
                 }
-            } else {
-                None
-            };
-            match self
-                .fetch_one(m, structure.as_ref(), &atts, seen_set.contains(&m.uid))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    failed = Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
-                }
-                Err(e) => {
-                    failed = Some(store_error(&e));
-                    break;
-                }
             }
-            if self.out.len() > OUT_CHUNK {
-                self.flush_out().await?;
+            for m in chunk {
+                let structure = structures.remove(&m.uid);
+                if needs_structure && structure.is_none() {
+                    continue; // expunged meanwhile
+                }
+                match self
+                    .fetch_one(m, structure.as_ref(), &atts, seen_set.contains(&m.uid))
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        failed = Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
+                    }
+                    Err(e) => {
+                        failed = Some(store_error(&e));
+                        break 'chunks;
+                    }
+                }
+                if self.out.len() > OUT_CHUNK {
+                    self.flush_out().await?;
+                }
             }
         }
         self.updates(uid).await?;

@@ -243,6 +243,25 @@ impl SelectedFolder {
         blocking(move || Ok(store.structure(&name, uid)?)).await
     }
 
+    /// The structures of several messages in one trip to the blocking pool (FETCH ENVELOPE
+    /// or BODYSTRUCTURE of a range); messages expunged meanwhile are left out.
+    pub async fn structures(&self, uids: &[u32]) -> Result<Vec<(u32, MessageStructure)>> {
+        let (store, name) = (self.store(), self.name.clone());
+        let uids = uids.to_vec();
+        blocking(move || {
+            let mut out = Vec::with_capacity(uids.len());
+            for u in uids {
+                match store.structure(&name, u) {
+                    Ok(s) => out.push((u, s)),
+                    Err(msgstore::StoreError::NoSuchMessage(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The whole message, as stored (CRLF line endings).
     pub async fn read_message(&self, uid: u32) -> Result<Vec<u8>> {
         let (store, name) = (self.store(), self.name.clone());
