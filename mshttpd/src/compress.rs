@@ -16,7 +16,7 @@ use crate::HttpContext;
 
 /// Responses smaller than this are sent as they are: gzip would make them bigger.
 const MIN_GZIP: usize = 256;
-/// Generated responses larger than this are streamed uncompressed rather than buffered.
+/// Generated responses larger than this (or of unknown size) are sent uncompressed.
 const MAX_DYNAMIC_GZIP: usize = 64 * 1024 * 1024;
 
 /// A text/plain response.
@@ -129,6 +129,11 @@ pub(crate) async fn dynamic(
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
+    // Large bodies (a big download) go out as they are rather than be held twice.
+    let size = axum::body::HttpBody::size_hint(&body);
+    if size.upper().is_none_or(|u| u > MAX_DYNAMIC_GZIP as u64) {
+        return Response::from_parts(parts, body);
+    }
     let bytes = match axum::body::to_bytes(body, MAX_DYNAMIC_GZIP).await {
         Ok(b) => b,
         Err(e) => {
