@@ -470,13 +470,15 @@ check(t.startswith("i2 OK"), t)
 "#;
 
 #[test]
-fn idle_hears_an_lmtp_delivery_within_a_second() {
+fn idle_hears_lmtp_deliveries_and_pop_deletions_within_a_second() {
     let dir = instance(&["joe"]);
     deliver_many(dir.path(), "joe", "INBOX", 1);
     let server = Server::start(dir.path(), &[]);
     let lmtpd = Server::start_bin(&binary("lmtpd"), dir.path(), &[]);
+    let popd = Server::start_bin(&binary("popd"), dir.path(), &[]);
     let lmtp_port = lmtpd.addr.port().to_string();
-    run_python(server.addr, dir.path(), IDLE_LMTP, &[&lmtp_port]);
+    let pop_port = popd.addr.port().to_string();
+    run_python(server.addr, dir.path(), IDLE_LMTP, &[&lmtp_port, &pop_port]);
 }
 
 const IDLE_LMTP: &str = r#"
@@ -500,6 +502,19 @@ for i in range(3):
         line = r.line()
     times.append(time.time() - t0)
     check(line == "* %d EXISTS" % (i + 2), line)
+# A POP3 client deletes the first message (at its QUIT): EXPUNGE within a second.
+import poplib
+p = poplib.POP3(host, int(extra[1]), timeout=30)
+p.user("joe")
+p.pass_("pw")
+p.dele(1)
+p.quit()
+t0 = time.time()
+line = r.line()
+while "EXPUNGE" not in line:
+    line = r.line()
+times.append(time.time() - t0)
+check(line == "* 1 EXPUNGE", line)
 print("IDLE latencies", times)
 check(max(times) < 1.0, times)
 r.send("DONE\r\n")

@@ -301,3 +301,64 @@ fn idle_sessions_stay_small() {
     assert!(per < 32.0, "{per:.1} KiB per idle session (the goal is 32)");
     drop(conns);
 }
+
+#[test]
+fn login_timeout_and_implicit_tls_port() {
+    let dir = instance(&["joe"]);
+    // Two free ports for the configured listeners (no --listen: msg.conf decides).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (plain, tls) = (free(), free());
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        format!(
+            "service.listenaddr = 127.0.0.1\nservice.imap.port = {plain}\nservice.imap.enablesslport = 1\nservice.imap.sslport = {tls}\n"
+        ),
+    )
+    .expect("msg.conf");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imapd"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--login-timeout", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start imapd");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut l1, mut l2) = (String::new(), String::new());
+    out.read_line(&mut l1).expect("line");
+    out.read_line(&mut l2).expect("line");
+    assert_eq!(l1.trim(), format!("listening on 127.0.0.1:{plain}"));
+    assert_eq!(l2.trim(), format!("listening on 127.0.0.1:{tls} (tls)"));
+    let addr: SocketAddr = format!("127.0.0.1:{plain}").parse().expect("addr");
+    // Before login the timeout is short: BYE, then the connection closes.
+    let mut c = Conn::open(addr);
+    let t = Instant::now();
+    let l = c.line();
+    assert!(l.starts_with("* BYE"), "{l}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(c.line(), "", "closed after BYE");
+    // imaps: TLS from the first byte.
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls}").parse().expect("addr");
+    run_python(
+        tls_addr,
+        dir.path(),
+        r#"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=30)
+check("STARTTLS" not in m.capabilities, m.capabilities)
+m.login("joe", "pw")
+check(m.select("INBOX")[0] == "OK", "select over imaps")
+m.logout()
+"#,
+        &[],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
