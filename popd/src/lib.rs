@@ -14,9 +14,9 @@
 
 pub mod parse;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -75,7 +75,7 @@ pub struct PopContext {
     tls: Option<service_runtime::TlsConfig>,
     settings: PopSettings,
     in_use: Mutex<HashSet<String>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: service_runtime::AuthFailures,
 }
 
 impl PopContext {
@@ -96,52 +96,17 @@ impl PopContext {
             client,
             root,
             tls,
-            settings,
             in_use: Mutex::new(HashSet::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: service_runtime::AuthFailures::new(
+                settings.max_auth_failures,
+                settings.auth_failure_window,
+            ),
+            settings,
         })
     }
 
     pub fn settings(&self) -> &PopSettings {
         &self.settings
-    }
-
-    /// Too many recent failures from this address?
-    fn locked_out(&self, ip: IpAddr) -> bool {
-        let window = self.settings.auth_failure_window;
-        let Ok(mut map) = self.failures.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        match map.get_mut(&ip) {
-            Some(q) => {
-                while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-                    q.pop_front();
-                }
-                let n = q.len();
-                if n == 0 {
-                    map.remove(&ip);
-                }
-                n >= self.settings.max_auth_failures
-            }
-            None => false,
-        }
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
-        let window = self.settings.auth_failure_window;
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if map.len() > 10_000 {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
-        }
-        let q = map.entry(ip).or_default();
-        q.push_back(now);
-        while q.len() > self.settings.max_auth_failures.max(1) {
-            q.pop_front();
-        }
     }
 
     /// Claim a maildrop (exclusive mode); the guard releases it.
@@ -620,14 +585,14 @@ impl Conn {
         record: &str,
     ) -> Step<Option<Maildrop>> {
         let ip = self.peer.ip();
-        if self.ctx.locked_out(ip) {
+        if self.ctx.failures.locked_out(ip) {
             self.reply("-ERR [AUTH] too many failures");
             return Ok(None);
         }
         let session = match self.ctx.client.authenticate(name, &password).await {
             Ok(s) => s,
             Err(ClientError::AuthenticationFailed) => {
-                self.ctx.record_failure(ip);
+                self.ctx.failures.record(ip);
                 info!("authentication failed for {name:?} from {ip}");
                 self.flush_out().await?;
                 tokio::time::sleep(self.ctx.settings.auth_fail_delay).await;

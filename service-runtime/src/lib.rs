@@ -12,6 +12,7 @@
 //! [`Runtime`]'s limiter and shutdown signal, and finally
 //! [`Runtime::wait_sessions`].
 
+mod auth;
 mod fd;
 pub mod log;
 mod net;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use msgconf::registry::names;
 use msgconf::{Config, ConfigError};
 
+pub use auth::AuthFailures;
 pub use fd::{check_descriptors, plan_descriptors, DescriptorPlan};
 pub use log::{LogError, LogHandle, LogSettings, Severity};
 pub use net::{bind, bind_unix, listen_addr, serve, Acceptor, BindError};
