@@ -163,6 +163,9 @@ pub fn sort(mut items: Vec<Item>, criteria: &[(bool, SortKey)]) -> Vec<u32> {
     items.into_iter().map(|i| i.uid).collect()
 }
 
+/// Deepest thread tree built (see `references`).
+const MAX_THREAD_DEPTH: usize = 200;
+
 /// A thread tree node; `uid` is `None` for a placeholder (a referenced message not here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -271,6 +274,20 @@ fn references(items: Vec<Item>) -> Vec<Node> {
         match prev {
             Some(p) if !is_ancestor(&cs, me, p) => cs[me].parent = Some(p),
             _ => cs[me].parent = None,
+        }
+    }
+    // Bound the depth (mail is written by strangers: a reply chain of a million messages must
+    // not overflow the stack of the recursive steps below); deeper messages start threads.
+    for i in 0..cs.len() {
+        let mut depth = 0;
+        let mut at = cs[i].parent;
+        while let Some(p) = at {
+            depth += 1;
+            if depth > MAX_THREAD_DEPTH {
+                cs[i].parent = None;
+                break;
+            }
+            at = cs[p].parent;
         }
     }
     for i in 0..cs.len() {
@@ -404,6 +421,21 @@ mod tests {
         assert_eq!(format_threads(&r, &id), "(5)(1 (2)(4))(3)");
         let o = thread(items, ThreadAlgorithm::OrderedSubject);
         assert_eq!(format_threads(&o, &id), "(5)(1 (2)(4))(3)");
+    }
+
+    #[test]
+    fn deep_reply_chains_are_cut() {
+        let items: Vec<Item> = (1..=5000u32)
+            .map(|i| {
+                let prev = format!("<{}>", i - 1);
+                let refs: Vec<&str> = if i > 1 { vec![prev.as_str()] } else { vec![] };
+                item(i, "s", &format!("<{i}>"), &refs, i as i64)
+            })
+            .collect();
+        let t = thread(items, ThreadAlgorithm::References);
+        assert!(t.len() > 1 && t.len() < 100, "{}", t.len());
+        let s = format_threads(&t, &|u| u);
+        assert!(s.starts_with("(1 2 3 "), "{}", &s[..20]);
     }
 
     #[test]

@@ -1122,7 +1122,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
     let d: u32 = it.next()?.trim().parse().ok()?;
     let mon = it.next()?.to_ascii_lowercase();
     let y: i64 = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(1..=31).contains(&d) {
+    if it.next().is_some() || !(1..=31).contains(&d) || !(1..=9999).contains(&y) {
         return None;
     }
     let m = MONTHS.iter().position(|x| *x == mon)? as u32 + 1;
@@ -1140,7 +1140,10 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
     let [h, mi, se] = t[..] else { return None };
-    if zone.len() != 5 || !zone.is_ascii() {
+    if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&se) {
+        return None;
+    }
+    if zone.len() != 5 || !zone.is_ascii() || !zone[1..].bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let sign = match &zone[..1] {
@@ -1150,6 +1153,9 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
     };
     let zh: i64 = zone[1..3].parse().ok()?;
     let zm: i64 = zone[3..5].parse().ok()?;
+    if zh > 23 || zm > 59 {
+        return None;
+    }
     Some(days * 86_400 + h * 3600 + mi * 60 + se - sign * (zh * 3600 + zm * 60))
 }
 
@@ -1396,6 +1402,15 @@ mod tests {
         assert_eq!(parse_date("1-Jan-1970"), Some(0));
         assert_eq!(parse_date("2-jan-1970"), Some(1));
         assert_eq!(parse_date_time("01-Jan-1970 01:00:00 +0100"), Some(0));
+        // Out-of-range values are refused, never overflow.
+        assert_eq!(parse_date("1-Jan-9223372036854775807"), None);
+        assert_eq!(
+            parse_date_time("01-Jan-1970 99999999999999:00:00 +0000"),
+            None
+        );
+        assert_eq!(parse_date_time("01-Jan-1970 00:00:00 +9999"), None);
+        assert_eq!(parse_date_time("01-Jan-1970 00:00:00 +-100"), None);
+        assert_eq!(parse_date_time("01-Jan-1970 00:00:00 é123"), None);
     }
 
     #[test]
