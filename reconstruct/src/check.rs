@@ -726,7 +726,16 @@ fn rebuild(
         .filter(|(u, _)| !expunged.contains(u))
         .map(|(u, f)| (*u, f.0))
         .collect();
-    let mut parsed = read_and_parse(dir, &live, messages)?.into_iter();
+    let parsed = read_and_parse(dir, &live, messages)?;
+    // Sized once: growing a large folder's cache by doubling copied it over and over.
+    let entry_header = sf::encode_cache_entry(0, &[]).len();
+    cache.reserve(
+        parsed
+            .iter()
+            .map(|p| entry_header + p.structure.len())
+            .sum(),
+    );
+    let mut parsed = parsed.into_iter();
     for (&uid, &(_, mtime)) in &s.files {
         let st = state.get(&uid).copied();
         if expunged.contains(&uid) {
