@@ -17,7 +17,8 @@
 #
 # Environment: USERS (50), MESSAGES per user (200), ROUNDS per session (5), CLIENTS ("1 50"),
 # BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), BUILD (1;
-# 0 uses the release binaries already built in ${CARGO_TARGET_DIR:-target}/release).
+# 0 uses the release binaries already built in ${CARGO_TARGET_DIR:-target}/release), TESTS
+# ("mixed big idle": which of the three parts to run).
 # The corpus under /var/tmp/imap-bench is kept and reused when USERS, MESSAGES and BIG are
 # unchanged (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never
 # touches the system's.
@@ -33,6 +34,7 @@ BIG=${BIG:-1000000}
 IDLE=${IDLE:-10000}
 DV_IDLE=${DV_IDLE:-1000}
 SIDES=${SIDES:-"ours dovecot"}
+TESTS=${TESTS:-"mixed big idle"}
 B=/var/tmp/imap-bench
 T=${CARGO_TARGET_DIR:-target}/release
 OUR_IMAP=12243; DV_IMAP=11243
@@ -43,7 +45,7 @@ dpkg-query -W -f='${Status}' dovecot-core 2>/dev/null | grep -q "install ok inst
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-core >/dev/null
 # Dovecot's imap and imap-login: from dovecot-imapd when installed; otherwise unpacked from
 # its package into a private directory, as installing it would remove cyrus-imapd (both
-# provide imap-server) and the tests use Cyrus.
+# provide imap-server), which other work on the same machine may need.
 DV_BIN=/usr/lib/dovecot
 if [ ! -x $DV_BIN/imap ] || [ ! -x $DV_BIN/imap-login ]; then
     DV_PKG=/var/tmp/imap-bench-dovecot-imapd
@@ -207,10 +209,11 @@ for who in $SIDES; do BASE_PROCS[$who]=$(server_pids $who | wc -w); done
 for who in $SIDES; do
     $T/imap-load mixed --addr 127.0.0.1:$(port_of $who) --clients $USERS --users $USERS --seconds 1 --rounds 1 >/dev/null 2>&1 ||
         { echo "warm-up against $who failed" >&2; exit 1; }
-    [ "$BIG" -gt 0 ] && $T/imap-load big --addr 127.0.0.1:$(port_of $who) --runs 1 >/dev/null 2>&1
+    [ "$BIG" -gt 0 ] && [[ " $TESTS " == *" big "* ]] && $T/imap-load big --addr 127.0.0.1:$(port_of $who) --runs 1 >/dev/null 2>&1
 done
 
 # --- 1. the mixed workload --------------------------------------------------------------
+[[ " $TESTS " == *" mixed "* ]] || CLIENTS=""
 for c in $CLIENTS; do
     for run in $(seq 1 "$RUNS"); do
         for who in $SIDES; do
@@ -225,7 +228,7 @@ for c in $CLIENTS; do
 done
 
 # --- 2. the large folder ------------------------------------------------------------------
-if [ "$BIG" -gt 0 ]; then
+if [ "$BIG" -gt 0 ] && [[ " $TESTS " == *" big "* ]]; then
     for run in $(seq 1 "$RUNS"); do
         for who in $SIDES; do
             out=$($T/imap-load big --addr 127.0.0.1:$(port_of $who) --runs 1 2>/dev/null)
@@ -236,7 +239,8 @@ if [ "$BIG" -gt 0 ]; then
 fi
 
 # --- 3. memory per idle authenticated connection ---------------------------------------------
-for run in $(seq 1 "$RUNS"); do
+IDLE_RUNS=$RUNS; [[ " $TESTS " == *" idle "* ]] || IDLE_RUNS=0
+for run in $(seq 1 "$IDLE_RUNS"); do
     for who in $SIDES; do
         n=$IDLE; [ $who = dovecot ] && n=$DV_IDLE
         rm -f $B/release $B/idle.out
@@ -275,7 +279,7 @@ row() { # label key
     local o d
     o=$(med ours-$2); d=$(med dovecot-$2)
     if [ -n "$o" ] && [ -n "$d" ]; then
-        echo "| $1 | $o | $d | $(awk "BEGIN {printf \"%.2f\", $o/$d}") |"
+        echo "| $1 | $o | $d | $(awk "BEGIN {r = $o / $d; printf (r < 0.1 ? \"%.3f\" : \"%.2f\"), r}") |"
     else
         echo "| $1 | ${o:--} | ${d:--} | - |"
     fi
@@ -286,9 +290,9 @@ for c in $CLIENTS; do
     row "mixed workload, $c client(s): operations/s" ops-$c
     row "mixed workload, $c client(s): p99 latency of one command, ms" p99-$c
 done
-[ "$BIG" -gt 0 ] && row "SELECT + UID FETCH 1:* (FLAGS), $BIG messages, ms" big
-row "PSS per idle authenticated connection, KB (imapd ${R[ours-held]:-0} / Dovecot ${R[dovecot-held]:-0} connections)" pss
-row "RSS per idle authenticated connection, KB" rss
+[ "$BIG" -gt 0 ] && [[ " $TESTS " == *" big "* ]] && row "SELECT + UID FETCH 1:* (FLAGS), $BIG messages, ms" big
+[[ " $TESTS " == *" idle "* ]] && row "PSS per idle authenticated connection, KB (imapd ${R[ours-held]:-0} / Dovecot ${R[dovecot-held]:-0} connections)" pss
+[[ " $TESTS " == *" idle "* ]] && row "RSS per idle authenticated connection, KB" rss
 echo
 echo "runs: $RUNS x ${SECS}s, interleaved; corpus: $USERS users x $MESSAGES messages (1-128 KB, mean ~15 KB)" \
     "+ user big with $BIG; $ROUNDS rounds per session; NO/BAD/broken sessions over all runs:" \
