@@ -2426,7 +2426,11 @@ fn flag_list_with(keywords: &[String], permanent: bool) -> String {
 fn quota_line(q: &store_client::Quota) -> String {
     let mut res = Vec::new();
     if let Some(l) = q.storage_limit {
-        res.push(format!("STORAGE {} {}", q.storage_used / 1024, l / 1024));
+        res.push(format!(
+            "STORAGE {} {}",
+            q.storage_used.div_ceil(1024),
+            l / 1024
+        ));
     }
     if let Some(l) = q.message_limit {
         res.push(format!("MESSAGE {} {l}", q.messages_used));

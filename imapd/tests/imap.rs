@@ -249,6 +249,14 @@ check(m.logout()[0] == "BYE", "logout")
 fn raw_protocol_extensions() {
     let dir = instance(&["joe"]);
     deliver_many(dir.path(), "joe", "INBOX", 5);
+    // A quota set the administrator's way, for GETQUOTA's resources.
+    let st = std::process::Command::new(binary("mboxutil"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["-q", "user/joe", "-s", "10M", "-m", "1000"])
+        .output()
+        .expect("mboxutil");
+    assert!(st.status.success(), "{st:?}");
     let server = Server::start(dir.path(), &["--auth-fail-delay-ms", "50"]);
     run_python(server.addr, dir.path(), RAW_EXTENSIONS, &[]);
 }
@@ -355,7 +363,7 @@ check(u == [" BINARY.SIZE[1] 4)"], u)
 u, t = r.cmd("e1", 'ID ("name" "raw")')
 check(u[0].startswith('* ID ("name" "msgsuite-imapd"'), u)
 u, t = r.cmd("e2", 'GETQUOTA "user/joe"')
-check(u == ['* QUOTA "user/joe" ()'], u)
+check(len(u) == 1 and re.match(r'\* QUOTA "user/joe" \(STORAGE [1-9]\d* 10240 MESSAGE 7 1000\)$', u[0]), u)
 u, t = r.cmd("e3", "SETQUOTA \"user/joe\" (STORAGE 10)")
 check(t.startswith("e3 NO [NOPERM]"), t)
 # IDLE on our own change, then DONE.
