@@ -1,7 +1,8 @@
 //! imap-load: a load generator for IMAP servers (ours and Dovecot's), used by `bench/imap.sh`.
 //!
 //! Subcommands:
-//! - `mixed`: `--clients` concurrent clients, each looping sessions for `--seconds`: connect,
+//! - `mixed`: `--clients` concurrent clients, each looping sessions for `--seconds` (or up to
+//!   `--sessions` in all): connect,
 //!   LOGIN, SELECT INBOX, then `--rounds` times: UID FETCH 1:* (FLAGS), UID FETCH of a window
 //!   of 20 messages (ENVELOPE), UID FETCH BODY.PEEK[] of a random message, UID STORE +FLAGS or
 //!   -FLAGS (\Flagged) on a random message, APPEND of a new message, UID STORE +FLAGS.SILENT
@@ -63,6 +64,9 @@ struct MixedArgs {
     /// Start no new session after this many seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Stop after this many sessions in all (0: no limit, only --seconds).
+    #[arg(long, default_value_t = 0)]
+    sessions: usize,
     /// Rounds of fetch/store/append/expunge per session (between LOGIN and LOGOUT).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -666,7 +670,11 @@ async fn mixed(a: MixedArgs) -> Result<()> {
             let mut rng = fastrand::Rng::with_seed(id as u64 * 7919 + 1);
             let mut serial = id * 1_000_000_000;
             while Instant::now() < deadline {
-                let u = next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % a.users;
+                let n = next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if a.sessions > 0 && n >= a.sessions {
+                    break;
+                }
+                let u = n % a.users;
                 let user = format!("user{}", u + 1);
                 if let Err(e) = mixed_session(&a, &user, &mut rng, &mut st, &mut serial).await {
                     st.broken += 1;
