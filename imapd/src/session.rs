@@ -871,6 +871,15 @@ impl Conn {
         };
         let up = match sel.folder.poll(allow_expunge).await {
             Ok(u) => u,
+            Err(ClientError::NoSuchMailbox(_)) => {
+                // Deleted (or renamed away) under this session: as Dovecot does, say so
+                // and end the session rather than serve numbers that mean nothing.
+                info!("{} was deleted while selected", sel.folder.name());
+                self.selected = None;
+                self.line("* BYE [NONEXISTENT] the selected mailbox no longer exists");
+                let _ = self.flush_out().await;
+                return Err(Gone);
+            }
             Err(e) => {
                 warn!("polling {}: {e}", sel.folder.name());
                 return Ok(());

@@ -229,6 +229,16 @@ check(data == [b'"Other Users/joe/Shared" lr'], data)
 typ, data = b.select('"Other Users/joe/INBOX"')
 check(typ == "NO" and b"NONEXISTENT" in data[0], data)
 b.logout()
+# A folder deleted under a session that has it selected: BYE, not stale numbers.
+m.create("Doomed")
+d = login()
+d.select("Doomed")
+m.delete("Doomed")
+try:
+    d.noop()
+    check(False, "NOOP on a deleted mailbox")
+except imaplib.IMAP4.abort as e:
+    check("NONEXISTENT" in str(e) or "no longer exists" in str(e), e)
 check(m.deleteacl("Shared", "bob")[0] == "OK", "DELETEACL")
 check(m.getacl("Shared")[1] == [b'Shared joe lrswipkxtea'], "after DELETEACL")
 
