@@ -34,6 +34,10 @@ struct Cli {
     /// and drills.
     #[arg(long, value_name = "SECONDS")]
     snapshot_interval_secs: Option<u64>,
+    /// Compare every folder with the database before readiness up to this many folders;
+    /// beyond, a sample, and the full comparison in the background.
+    #[arg(long, value_name = "FOLDERS", default_value_t = recovery::FULL_CHECK_LIMIT)]
+    full_check_limit: u64,
     /// Analyse and recover the database, print what was found, and exit (no readiness, no
     /// periodic work): what the benchmark times.
     #[arg(long)]
@@ -121,7 +125,7 @@ fn run(cli: Cli, root: PathBuf, config: msgconf::Config) -> std::process::ExitCo
 
     let stats = Arc::new(Stats::default());
     stats.started.store(stored::now_secs(), Ordering::Relaxed);
-    let (db, outcome) = match recovery::startup(&paths, &partitions) {
+    let (db, outcome) = match recovery::startup(&paths, &partitions, cli.full_check_limit) {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&pid_file);
@@ -216,6 +220,12 @@ fn run(cli: Cli, root: PathBuf, config: msgconf::Config) -> std::process::ExitCo
                 let r = recovery::resync(&db, &partitions, since(&why), Some(servers_started));
                 recovery::log_resync_done(&r, t.elapsed());
                 stats.resync_pending.store(0, Ordering::Relaxed);
+            });
+        }
+        if outcome.full_check_pending {
+            let (db, partitions) = (db.clone(), partitions.clone());
+            tokio::task::spawn_blocking(move || {
+                recovery::full_check(&db, &partitions, servers_started)
             });
         }
         spawn_jobs(&paths, &iv, conn.clone(), partitions.clone(), stats.clone());

@@ -36,6 +36,10 @@ pub const MSG_EXTRA_LOGS: &str =
 
 /// Entries compared with their folders' store.meta at startup (all of them in a resync).
 const STARTUP_SAMPLE: usize = 256;
+/// Up to this many folders (the default of `stored --full-check-limit`), startup compares
+/// every one with the database; beyond, a sample (every folder of `STARTUP_SAMPLE` users),
+/// and the full comparison after readiness.
+pub const FULL_CHECK_LIMIT: u64 = 20_000;
 
 const WEEK: Duration = Duration::from_secs(7 * 86400);
 
@@ -86,6 +90,8 @@ pub struct Outcome {
     pub resync: Option<Resync>,
     /// What was resynced during startup.
     pub resynced: Option<Resync>,
+    /// Only a sample was compared with the folders: the full comparison is still to run.
+    pub full_check_pending: bool,
     /// How long the analysis and recovery took.
     pub elapsed: Duration,
 }
@@ -178,6 +184,7 @@ fn install_snapshot(s: &Snapshot, paths: &Paths) -> Result<(), RecoveryError> {
 pub fn startup(
     paths: &Paths,
     partitions: &BTreeMap<String, PathBuf>,
+    full_check_limit: u64,
 ) -> Result<(MailboxDb, Outcome), RecoveryError> {
     let started = Instant::now();
     let mut out = Outcome::default();
@@ -327,8 +334,24 @@ pub fn startup(
         );
         out.resync = None;
     } else if out.resync.is_none() {
-        // 3. Agreement with the redundant data in the folders.
-        let check = reconstruct::db::fix_mailboxes(&db, partitions, None, None, true);
+        // 3. Agreement with the redundant data in the folders: all of it on a store small
+        // enough to compare in moments, else a sample now and the rest in the background.
+        let entries = count_entries(&paths.db);
+        let check = if entries <= full_check_limit {
+            reconstruct::db::fix_mailboxes(&db, partitions, None, None, true)
+        } else {
+            out.full_check_pending = true;
+            let (differences, lines, folders, users) = sample_agreement(&db, partitions);
+            info!(
+                facility = "Store",
+                "Compared a sample of {folders} folder(s) of {users} user(s) with the database ({entries} folders): {differences} difference(s); the full comparison runs in the background"
+            );
+            reconstruct::db::DbOutcome {
+                lines,
+                changes: differences,
+                failures: 0,
+            }
+        };
         let stale = stale_entries(&db, partitions, Some(STARTUP_SAMPLE));
         if let Some(f) = stale.first() {
             warn!(
@@ -428,6 +451,130 @@ struct DbOutcomeLike {
     changes: usize,
     failures: usize,
     lines: Vec<String>,
+}
+
+/// The full comparison left for after readiness on a large store: every folder against the
+/// database (names, then store.meta); any difference is resynced at once.
+pub fn full_check(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    servers_started: SystemTime,
+) {
+    let t = Instant::now();
+    let check = reconstruct::db::fix_mailboxes_settled(
+        db,
+        partitions,
+        None,
+        None,
+        true,
+        Some(servers_started),
+    );
+    let stale = stale_entries(db, partitions, None);
+    if check.changes == 0 && stale.is_empty() {
+        info!(
+            facility = "Store",
+            "Full comparison of the mailbox database with the folders done in {} ms: in agreement",
+            t.elapsed().as_millis()
+        );
+        return;
+    }
+    warn!(
+        facility = "Store",
+        "Mailbox database and folders disagree: {} difference(s), first: {}",
+        check.changes + stale.len(),
+        check
+            .lines
+            .first()
+            .cloned()
+            .or_else(|| stale.first().map(|f| f.name.clone()))
+            .unwrap_or_default()
+    );
+    let t = Instant::now();
+    let r = resync(db, partitions, Some(i64::MAX), Some(servers_started));
+    log_resync_done(&r, t.elapsed());
+}
+
+/// Folders in the database (0 when it cannot be read: the full check then says why).
+fn count_entries(db: &Path) -> u64 {
+    crate::periodic::open(db)
+        .and_then(|c| c.query_row("SELECT count(*) FROM mailbox", [], |r| r.get::<_, i64>(0)))
+        .map_or(0, |n| n.max(0) as u64)
+}
+
+/// Compare a sample with the folders: every folder of the users owning `STARTUP_SAMPLE`
+/// entries spread evenly over the database, both ways (entries without a directory,
+/// directories without an entry). Returns (differences, lines, folders, users).
+pub fn sample_agreement(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+) -> (usize, Vec<String>, usize, usize) {
+    use msgstore::folder::{IDX, META};
+    let Ok(all) = db.list_all() else {
+        return (0, Vec::new(), 0, 0);
+    };
+    let step = (all.len() / STARTUP_SAMPLE).max(1);
+    let mut users = std::collections::BTreeSet::new();
+    for e in all.iter().step_by(step) {
+        if let Ok(n) = msgstore::MailboxName::parse(&e.name) {
+            users.insert((n.user().to_owned(), e.partition.clone()));
+        }
+    }
+    let (mut differences, mut lines, mut folders) = (0, Vec::new(), 0);
+    for (user, partition) in &users {
+        let (Ok(u), Some(ppath)) = (msgstore::UserName::new(user), partitions.get(partition))
+        else {
+            continue;
+        };
+        // Entries of this user without a folder directory.
+        if let Ok(entries) = db.list_prefix(&format!("user/{user}/")) {
+            for e in entries {
+                let Ok(n) = msgstore::MailboxName::parse(&e.name) else {
+                    continue;
+                };
+                let Some(p) = partitions.get(&e.partition) else {
+                    continue;
+                };
+                folders += 1;
+                let dir = msgstore::layout::folder_dir(p, &n);
+                if !dir.join(IDX).exists() && !dir.join(META).exists() {
+                    differences += 1;
+                    lines.push(format!("Folder directory missing for {}", e.name));
+                }
+            }
+        }
+        // Folder directories of this user without an entry.
+        let udir = msgstore::layout::user_dir(ppath, &u);
+        let mut walk = |d: &Path| {
+            if !(d.join(IDX).exists() || d.join(META).exists()) {
+                return;
+            }
+            if let Some(n) = msgstore::layout::name_from_dir(ppath, d) {
+                if matches!(db.get(n.as_str()), Ok(None)) {
+                    differences += 1;
+                    lines.push(format!("Missing from the mailbox database: {n}"));
+                }
+            }
+        };
+        let _ = walk_user(&udir, &mut walk);
+    }
+    (differences, lines, folders, users.len())
+}
+
+/// The folder directories under one user's directory.
+fn walk_user(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_dir() && e.file_name().to_string_lossy().starts_with('=') {
+            f(&e.path());
+            walk_user(&e.path(), f)?;
+        }
+    }
+    Ok(())
 }
 
 /// Enter every folder directory of the spool into an empty database in one transaction (what

@@ -404,3 +404,42 @@ fn entries_that_disagree_with_store_meta_are_corrected_at_startup() {
     assert_readable(inst.root(), &delivered);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn a_large_store_is_compared_on_a_sample_before_readiness_and_in_full_after() {
+    let inst = Instance::new("");
+    let mut delivered = Vec::new();
+    for u in 0..4 {
+        delivered.extend(deliver(inst.root(), &format!("s{u}"), &["A"], 1));
+    }
+    // Clean: a sample at startup, then the full comparison in the background.
+    let s = inst.start(&["--full-check-limit", "5"]);
+    inst.wait_log(
+        "Full comparison of the mailbox database with the folders done",
+        30,
+    );
+    assert!(
+        inst.log().contains("Compared a sample of "),
+        "{}",
+        inst.log()
+    );
+    assert_eq!(s.stop(), Some(0));
+    // An entry lost from the database: the sample (which covers every user of so small a
+    // store) finds it and the folders put it back before readiness.
+    rusqlite::Connection::open(inst.db())
+        .unwrap()
+        .execute("DELETE FROM mailbox WHERE name = 'user/s2/A'", [])
+        .unwrap();
+    let s = inst.start(&["--full-check-limit", "5"]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(
+        log.contains("1 difference(s); the full comparison"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Missing from the mailbox database: user/s2/A"),
+        "{log}"
+    );
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
