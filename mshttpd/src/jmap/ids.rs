@@ -82,20 +82,21 @@ pub(crate) fn base_subject(subject: &str) -> String {
     let mut s = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     loop {
         let before = s.len();
-        let lower = s.to_lowercase();
+        // Prefixes are ASCII: compare bytes, so slicing stays on character boundaries.
         for p in ["re:", "fwd:", "fw:", "aw:", "sv:"] {
-            if lower.starts_with(p) {
-                s = s[p.len()..].trim_start().to_owned();
+            if s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()) {
+                s = s.get(p.len()..).unwrap_or("").trim_start().to_owned();
                 break;
             }
         }
         if s.starts_with('[') {
             if let Some(end) = s.find(']') {
-                s = s[end + 1..].trim_start().to_owned();
+                s = s.get(end + 1..).unwrap_or("").trim_start().to_owned();
             }
         }
-        if s.to_lowercase().ends_with("(fwd)") {
-            s = s[..s.len() - 5].trim_end().to_owned();
+        let n = s.len();
+        if n >= 5 && s.as_bytes()[n - 5..].eq_ignore_ascii_case(b"(fwd)") {
+            s = s.get(..n - 5).unwrap_or("").trim_end().to_owned();
         }
         if s.len() == before {
             break;
@@ -287,6 +288,10 @@ mod tests {
     fn base_subjects_group_replies() {
         assert_eq!(base_subject("Re: [list] Fwd: Lunch (fwd)"), "lunch");
         assert_eq!(thread_id(Some("RE: lunch")), thread_id(Some("Lunch")));
+        // Non-ASCII subjects never split a character.
+        for t in ["Ꮢe: é(fwd)", "K(FWD)", "[ü] Fwd: ß", "re:", "(fwd)", "]["] {
+            let _ = base_subject(t);
+        }
     }
 
     #[test]
