@@ -112,9 +112,21 @@ fn start_stored(
     let pid_file = run_dir.join("stored.pid");
     let ready = run_dir.join("stored.ready");
     if let Some(pid) = control::running(&pid_file, "stored") {
-        if ready.exists() {
-            return Ok(format!("already running (pid {pid})"));
+        // Running, perhaps still analysing the database: wait for it, never start a second.
+        let t = Instant::now();
+        while !ready.exists() {
+            if !control::alive(pid) {
+                bail!("stored (pid {pid}) stopped before it was ready; nothing else is started");
+            }
+            if t.elapsed() > timeout {
+                bail!(
+                    "stored (pid {pid}) is not ready after {} s; nothing else is started",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        return Ok(format!("already running (pid {pid})"));
     }
     let exe = bin.join("stored");
     if !exe.exists() {
