@@ -399,6 +399,33 @@ fn bad_input_gets_the_error_it_calls_for() {
     problem(&r, "notRequest");
     let r = server.api_raw("[1, 2]", &[]);
     problem(&r, "notRequest");
+    // Nesting deeper than the parser allows, and bytes that are not UTF-8: notJSON, no crash.
+    let r = server.api_raw(&"[".repeat(3000), &[]);
+    problem(&r, "notJSON");
+    let bad_utf8 = std::env::temp_dir().join(format!("mshttpd-bad-{}", std::process::id()));
+    std::fs::write(
+        &bad_utf8,
+        b"{\"using\": [\"\xff\xfe\"], \"methodCalls\": []}",
+    )
+    .expect("write");
+    let r = server.curl(
+        &[
+            "-u",
+            "joe:pw",
+            "--data-binary",
+            &format!("@{}", bad_utf8.display()),
+        ],
+        "/jmap/api",
+    );
+    let _ = std::fs::remove_file(&bad_utf8);
+    problem(&r, "notJSON");
+    // A deeply nested filter within the parser's limit is answered, not overflowed.
+    let mut filter = json!({"text": "x"});
+    for _ in 0..30 {
+        filter = json!({"operator": "NOT", "conditions": [filter]});
+    }
+    let deep = server.api(json!([["Email/query", {"accountId": "joe", "filter": filter}, "0"]]));
+    assert_eq!(deep[0][0], "Email/query", "{}", deep[0]);
     let r = server.api_raw(
         &json!({"using": ["urn:example:nope"], "methodCalls": []}).to_string(),
         &[],
