@@ -295,6 +295,19 @@ fn drop_privileges(root: &std::path::Path, config: &msgconf::Config) -> Result<(
             ));
         }
     }
+    // data/, the log directory and the default log (made by this process, as root, a moment
+    // ago) go to the server user, who must write and rotate them; as the services do.
+    let log = config.get_path(
+        &msgconf::names::logfile("default", "logdir"),
+        root.join("data"),
+    );
+    for p in [root.join("data"), log.clone(), log.join("default")] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.uid() == 0) {
+            if let Err(e) = std::os::unix::fs::lchown(&p, Some(uid), None) {
+                warn!("cannot give {} to {user}: {e}", p.display());
+            }
+        }
+    }
     service_runtime::drop_privileges(config)
         .map(drop)
         .map_err(detail)
