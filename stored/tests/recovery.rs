@@ -443,3 +443,51 @@ fn a_large_store_is_compared_on_a_sample_before_readiness_and_in_full_after() {
     assert_readable(inst.root(), &delivered);
     assert_eq!(s.stop(), Some(0));
 }
+
+#[test]
+fn started_as_root_stored_runs_as_the_server_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let inst = Instance::new("");
+    let conf = std::fs::read_to_string(inst.root().join("config/msg.conf")).unwrap();
+    std::fs::write(
+        inst.root().join("config/msg.conf"),
+        conf.replace("local.serveruid = root", "local.serveruid = nobody")
+            .replace("local.servergid = root", "local.servergid = nogroup"),
+    )
+    .unwrap();
+    // A store owned by someone else: refused, with the command that fixes it.
+    std::fs::create_dir_all(inst.root().join("data/store")).unwrap();
+    let o = std::process::Command::new(STORED)
+        .arg("--root")
+        .arg(inst.root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is owned by uid 0, not by nobody: run chown -R nobody:nogroup"),
+        "{err}"
+    );
+    std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(inst.root().join("data"))
+        .status()
+        .unwrap();
+    std::fs::set_permissions(
+        inst.root(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let s = inst.start(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    inst.wait_log("running as user nobody", 10);
+    assert_eq!(s.stop(), Some(0));
+}
