@@ -83,6 +83,8 @@ struct Enabled {
 struct Selected {
     folder: SelectedFolder,
     watcher: Option<Watcher>,
+    /// A poll held expunges back: the next command that may announce them must poll.
+    held_back: bool,
 }
 
 struct Conn {
@@ -869,6 +871,20 @@ impl Conn {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
+        // The watcher wakes on every change to the folder, this process's own writes at
+        // once and other processes' within its poll interval: without one there is nothing
+        // new, and the poll (a trip to the blocking pool) is skipped.
+        let changed = match sel.watcher.as_mut() {
+            Some(w) => !matches!(
+                tokio::time::timeout(Duration::ZERO, w.changed()).await,
+                Err(_elapsed)
+            ),
+            None => true,
+        };
+        if !(changed || (allow_expunge && sel.held_back)) {
+            return Ok(());
+        }
+        sel.held_back = !allow_expunge;
         let up = match sel.folder.poll(allow_expunge).await {
             Ok(u) => u,
             Err(ClientError::NoSuchMailbox(_)) => {
@@ -1184,7 +1200,12 @@ impl Conn {
             "* OK [MAILBOXID ({})] mailbox id",
             mailbox_id(folder.uidvalidity())
         ));
-        let sel = Selected { folder, watcher };
+        let sel = Selected {
+            folder,
+            watcher,
+            // Changes between the snapshot and the watcher's start are picked up once.
+            held_back: true,
+        };
         if let Some(q) = qresync {
             if q.uidvalidity == sel.folder.uidvalidity() {
                 let known: Option<Vec<(u32, u32)>> = q
@@ -1873,39 +1894,46 @@ impl Conn {
         };
         let modified: HashSet<u32> = result.modified.iter().copied().collect();
         if !silent || self.enabled.condstore {
-            let want: Vec<u32> = if silent {
-                result.changed.iter().map(|c| c.0).collect()
-            } else {
-                uids.iter()
+            // Changed messages come back with their new flags; only the others (already as
+            // asked) are read, and only when their FLAGS are to be shown.
+            let mut metas: Vec<(u32, store_client::Flags, u64)> = result.changed.clone();
+            if !silent {
+                let changed: HashSet<u32> = metas.iter().map(|m| m.0).collect();
+                let rest: Vec<u32> = uids
+                    .iter()
                     .copied()
-                    .filter(|u| !modified.contains(u))
-                    .collect()
-            };
-            let metas = self
-                .sel()
-                .folder
-                .fetch_meta(&want)
-                .await
-                .unwrap_or_default();
+                    .filter(|u| !modified.contains(u) && !changed.contains(u))
+                    .collect();
+                if !rest.is_empty() {
+                    let more = self
+                        .sel()
+                        .folder
+                        .fetch_meta(&rest)
+                        .await
+                        .unwrap_or_default();
+                    metas.extend(more.into_iter().map(|m| (m.uid, m.flags, m.modseq)));
+                }
+                metas.sort_by_key(|m| m.0);
+            }
             let rev2 = self.enabled.rev2;
             let condstore = self.enabled.condstore;
             let mut lines = Vec::new();
             let f = &self.sel().folder;
-            for m in metas {
-                let Some(seq) = f.seq_of(m.uid) else { continue };
+            for (muid, flags, modseq) in metas {
+                let Some(seq) = f.seq_of(muid) else { continue };
                 let mut l = format!("* {seq} FETCH (");
                 let mut parts = Vec::new();
                 if !silent {
                     parts.push(format!(
                         "FLAGS {}",
-                        flags_str(&m.flags, f.is_recent(m.uid) && !rev2)
+                        flags_str(&flags, f.is_recent(muid) && !rev2)
                     ));
                 }
                 if uid {
-                    parts.push(format!("UID {}", m.uid));
+                    parts.push(format!("UID {muid}"));
                 }
                 if condstore {
-                    parts.push(format!("MODSEQ ({})", m.modseq));
+                    parts.push(format!("MODSEQ ({modseq})"));
                 }
                 l.push_str(&parts.join(" "));
                 l.push(')');
