@@ -16,12 +16,12 @@
 #      connection does not shrink with more).
 #
 # Environment: USERS (50), MESSAGES per user (200), ROUNDS per session (5), CLIENTS ("1 50"),
-# BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), BUILD (1;
-# 0 uses the release binaries already built in ${CARGO_TARGET_DIR:-target}/release), TESTS
-# ("mixed big idle": which of the three parts to run).
-# The corpus under /var/tmp/imap-bench is kept and reused when USERS, MESSAGES and BIG are
-# unchanged (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never
-# touches the system's.
+# BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), TESTS
+# ("mixed big idle": the parts to run), BUILD (1; 0 uses the release binaries already in
+# ${CARGO_TARGET_DIR:-target}/release), BENCH_DIR (/var/tmp/imap-bench).
+# The corpus under BENCH_DIR is kept and reused when USERS, MESSAGES and BIG are unchanged
+# (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never touches
+# the system's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -35,7 +35,7 @@ IDLE=${IDLE:-10000}
 DV_IDLE=${DV_IDLE:-1000}
 SIDES=${SIDES:-"ours dovecot"}
 TESTS=${TESTS:-"mixed big idle"}
-B=/var/tmp/imap-bench
+B=${BENCH_DIR:-/var/tmp/imap-bench}
 T=${CARGO_TARGET_DIR:-target}/release
 OUR_IMAP=12243; DV_IMAP=11243
 
