@@ -1038,11 +1038,16 @@ fn matches(f: &Filter, m: &MessageState, e: &Eval<'_>) -> bool {
 
 /// One query result with what sorting may need.
 struct Item {
-    loc: Loc,
+    uv: u32,
+    msg: MessageState,
     st: Option<Arc<MessageStructure>>,
 }
 
 impl Item {
+    fn id(&self) -> String {
+        ids::email_id(self.uv, self.msg.uid)
+    }
+
     fn thread(&self) -> String {
         ids::thread_id(self.st.as_ref().and_then(|s| s.subject_decoded.as_deref()))
     }
@@ -1105,8 +1110,8 @@ fn compare(a: &Item, b: &Item, keys: &[SortKey]) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     for k in keys {
         let o = match k.prop.as_str() {
-            "receivedAt" => a.loc.msg.internal_date.cmp(&b.loc.msg.internal_date),
-            "size" => a.loc.msg.size.cmp(&b.loc.msg.size),
+            "receivedAt" => a.msg.internal_date.cmp(&b.msg.internal_date),
+            "size" => a.msg.size.cmp(&b.msg.size),
             "sentAt" => {
                 let d = |i: &Item| i.st.as_ref().and_then(|s| s.date_parsed).unwrap_or(0);
                 d(a).cmp(&d(b))
@@ -1137,11 +1142,7 @@ fn compare(a: &Item, b: &Item, keys: &[SortKey]) -> std::cmp::Ordering {
                 s(a).cmp(&s(b))
             }
             "hasKeyword" => {
-                let has = |i: &Item| {
-                    k.keyword
-                        .as_ref()
-                        .is_some_and(|f| i.loc.msg.flags.contains(f))
-                };
+                let has = |i: &Item| k.keyword.as_ref().is_some_and(|f| i.msg.flags.contains(f));
                 has(a).cmp(&has(b))
             }
             _ => Ordering::Equal,
@@ -1152,14 +1153,10 @@ fn compare(a: &Item, b: &Item, keys: &[SortKey]) -> std::cmp::Ordering {
         }
     }
     // Newest first, then by id, so the order is total and stable.
-    b.loc
-        .msg
+    b.msg
         .internal_date
-        .cmp(&a.loc.msg.internal_date)
-        .then_with(|| {
-            (b.loc.folder.uidvalidity, b.loc.msg.uid)
-                .cmp(&(a.loc.folder.uidvalidity, a.loc.msg.uid))
-        })
+        .cmp(&a.msg.internal_date)
+        .then_with(|| (b.uv, b.msg.uid).cmp(&(a.uv, a.msg.uid)))
 }
 
 /// Runs a query: the full sorted (and collapsed) result.
@@ -1208,11 +1205,9 @@ async fn run_query(req: &mut Req<'_>, args: &Map<String, Value>) -> MResult<Vec<
         for m in live {
             if matches(&filter, m, &e) {
                 items.push(Item {
+                    uv: folder.uidvalidity,
                     st: structures.get(&m.uid).cloned(),
-                    loc: Loc {
-                        folder: folder.clone(),
-                        msg: m.clone(),
-                    },
+                    msg: m.clone(),
                 });
             }
         }
@@ -1231,13 +1226,13 @@ pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResul
     let state = req.state().await?;
     let items = run_query(req, &args).await?;
     let total = items.len();
-    let ids: Vec<String> = items.iter().map(|i| i.loc.id()).collect();
     let mut position = arg_int(&args, "position")?.unwrap_or(0);
     if let Some(anchor) = arg_str(&args, "anchor")? {
-        let anchor = req.resolve_id(anchor);
-        let at = ids
+        let anchor =
+            ids::parse_email_id(&req.resolve_id(anchor)).ok_or(MethodError::AnchorNotFound)?;
+        let at = items
             .iter()
-            .position(|i| *i == anchor)
+            .position(|i| (i.uv, i.msg.uid) == anchor)
             .ok_or(MethodError::AnchorNotFound)? as i64;
         position = (at + arg_int(&args, "anchorOffset")?.unwrap_or(0)).max(0);
     } else if position < 0 {
@@ -1248,7 +1243,13 @@ pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResul
     let limit = requested
         .unwrap_or(MAX_QUERY_RESULTS)
         .min(MAX_QUERY_RESULTS);
-    let page: Vec<&String> = ids.iter().skip(position).take(limit).collect();
+    // Ids are made for the page only: a large folder's query formats no more than it sends.
+    let page: Vec<String> = items
+        .iter()
+        .skip(position)
+        .take(limit)
+        .map(Item::id)
+        .collect();
     let mut out = json!({
         "accountId": req.user,
         "queryState": state,
@@ -1286,7 +1287,7 @@ pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -
     let changed: HashSet<&String> = c.created.iter().chain(&c.updated).collect();
     let mut added = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        let id = it.loc.id();
+        let id = it.id();
         if changed.contains(&id) {
             added.push(json!({"id": id, "index": i}));
         }

@@ -193,11 +193,13 @@ impl<'a> Req<'a> {
     }
 
     pub async fn folder_by_uv(&mut self, uv: u32) -> MResult<Option<Folder>> {
+        if self.folders.is_none() {
+            self.folders().await?;
+        }
         Ok(self
-            .folders()
-            .await?
-            .into_iter()
-            .find(|f| f.uidvalidity == uv))
+            .folders
+            .as_ref()
+            .and_then(|all| all.iter().find(|f| f.uidvalidity == uv).cloned()))
     }
 
     pub async fn folder_by_id(&mut self, id: &str) -> MResult<Option<Folder>> {
