@@ -1178,6 +1178,23 @@ impl Conn {
             ));
         }
         self.line(&format!("* {} EXISTS", folder.exists()));
+        if self.enabled.rev2 {
+            // IMAP4rev2 SELECT includes the folder's LIST response (RFC 9051 6.3.2).
+            if let Ok(infos) = session.list("*").await {
+                if let Some(info) = infos.iter().find(|i| i.name == name) {
+                    let mut attrs = vec![if info.has_children {
+                        "\\HasChildren".to_string()
+                    } else {
+                        "\\HasNoChildren".to_string()
+                    }];
+                    attrs.extend(info.special_use.clone());
+                    let mut l = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
+                    encode::mailbox(&mut l, &self.wire_name(&name));
+                    l.extend_from_slice(b"\r\n");
+                    self.out.extend_from_slice(&l);
+                }
+            }
+        }
         if !self.enabled.rev2 {
             self.line(&format!("* {} RECENT", folder.recent_count()));
             if let Some(u) = folder.first_unseen() {
