@@ -1830,9 +1830,16 @@ impl Conn {
         let folder = &self.sel().folder;
         let metas = folder.fetch_meta(uids).await?;
         let mut out = Vec::with_capacity(metas.len());
-        for m in metas {
-            let st = folder.structure(m.uid).await?;
-            out.push(crate::order::Item::new(&m, &st));
+        for chunk in metas.chunks(256) {
+            let ids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
+            let mut structures: std::collections::HashMap<u32, MessageStructure> =
+                folder.structures(&ids).await?.into_iter().collect();
+            for m in chunk {
+                // Expunged meanwhile: left out.
+                if let Some(st) = structures.remove(&m.uid) {
+                    out.push(crate::order::Item::new(m, &st));
+                }
+            }
         }
         Ok(out)
     }
