@@ -24,6 +24,8 @@ pub struct Item {
     pub message_id: Option<String>,
     /// References, else In-Reply-To.
     pub references: Vec<String>,
+    /// The subject had a reply or forward marker (RFC 5256 step 5 prefers the original).
+    pub is_reply: bool,
 }
 
 impl Item {
@@ -63,12 +65,15 @@ impl Item {
                     })
             })
             .unwrap_or_default();
+        let raw = st.subject_decoded.as_deref().unwrap_or("");
+        let subject = base_subject(raw);
         Item {
             uid: m.uid,
             arrival: m.internal_date,
             date: st.date_parsed.unwrap_or(m.internal_date),
             size: m.size,
-            subject: base_subject(st.subject_decoded.as_deref().unwrap_or("")),
+            is_reply: is_reply(raw, &subject),
+            subject,
             from: st.from_sort_key.clone().unwrap_or_default(),
             to: st.to_sort_key.clone().unwrap_or_default(),
             cc: st.cc_sort_key.clone().unwrap_or_default(),
@@ -78,6 +83,16 @@ impl Item {
             references,
         }
     }
+}
+
+/// Did extracting the base subject remove a `Re:`/`Fwd:` or `(fwd)`?
+fn is_reply(raw: &str, base: &str) -> bool {
+    let plain = raw
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    plain != base && (plain.contains("re") || plain.contains("fw"))
 }
 
 /// RFC 5256 base subject: without `Re:`/`Fwd:` prefixes, `[blob]`s, `(fwd)` trailers and
@@ -210,8 +225,8 @@ fn ordered_subject(mut items: Vec<Item>) -> Vec<Node> {
     threads.into_iter().map(|t| t.2).collect()
 }
 
-/// RFC 5256 REFERENCES, steps 1 to 4 (link by References/In-Reply-To, prune placeholders,
-/// sort siblings by date); messages are not merged by subject (step 5).
+/// RFC 5256 REFERENCES: link by References/In-Reply-To, prune placeholders, gather root
+/// threads by base subject, sort siblings and threads by date.
 fn references(items: Vec<Item>) -> Vec<Node> {
     struct C {
         item: Option<usize>,
@@ -332,16 +347,85 @@ fn references(items: Vec<Item>) -> Vec<Node> {
         }
         n.children.sort_by_key(|c| key(c));
     }
-    let mut roots: Vec<Node> = (0..cs.len())
+    let roots: Vec<Node> = (0..cs.len())
         .filter(|&i| cs[i].parent.is_none())
         .flat_map(|i| build(&cs, i, &items))
         .collect();
+    let roots = gather_by_subject(roots, &items);
     // A root placeholder with children stays (RFC 5256 shows it as "((a)(b))").
+    let mut roots = roots;
     for r in &mut roots {
         sort_tree(r, &date_of);
     }
     roots.sort_by_key(|r| date_of(r));
     roots
+}
+
+/// RFC 5256 REFERENCES step 5: root threads with the same base subject are gathered, the
+/// original preferred over replies as the thread's top.
+fn gather_by_subject(roots: Vec<Node>, items: &[Item]) -> Vec<Node> {
+    let by_uid: HashMap<u32, &Item> = items.iter().map(|i| (i.uid, i)).collect();
+    let info = |n: &Node| -> Option<(String, bool)> {
+        let u = n.uid.or_else(|| n.children.first().and_then(|c| c.uid))?;
+        by_uid.get(&u).map(|i| (i.subject.clone(), i.is_reply))
+    };
+    let mut table: HashMap<String, usize> = HashMap::new();
+    for (i, r) in roots.iter().enumerate() {
+        let Some((subject, reply)) = info(r) else {
+            continue;
+        };
+        if subject.is_empty() {
+            continue;
+        }
+        match table.get(&subject) {
+            None => {
+                table.insert(subject, i);
+            }
+            Some(&j) => {
+                let other = &roots[j];
+                let other_reply = info(other).is_some_and(|x| x.1);
+                if (other.uid.is_none() && r.uid.is_some()) || (other_reply && !reply) {
+                    table.insert(subject, i);
+                }
+            }
+        }
+    }
+    let mut slots: Vec<Option<Node>> = roots.into_iter().map(Some).collect();
+    for i in 0..slots.len() {
+        let Some((subject, reply)) = slots[i].as_ref().and_then(&info) else {
+            continue;
+        };
+        let Some(&j) = table.get(&subject) else {
+            continue;
+        };
+        if j == i {
+            continue;
+        }
+        let Some(this) = slots[i].take() else {
+            continue;
+        };
+        let target_reply = slots[j].as_ref().and_then(&info).is_some_and(|x| x.1);
+        let Some(target) = slots[j].as_mut() else {
+            slots[i] = Some(this);
+            continue;
+        };
+        match (target.uid.is_none(), this.uid.is_none()) {
+            (true, true) => target.children.extend(this.children),
+            (true, false) => target.children.push(this),
+            _ if reply && !target_reply => target.children.push(this),
+            _ => {
+                let old = std::mem::replace(
+                    target,
+                    Node {
+                        uid: None,
+                        children: Vec::new(),
+                    },
+                );
+                target.children = vec![old, this];
+            }
+        }
+    }
+    slots.into_iter().flatten().collect()
 }
 
 /// The THREAD response body: `(1 2 (3)(4))(5)`.
@@ -397,6 +481,7 @@ mod tests {
             display_to: String::new(),
             message_id: Some(id.into()),
             references: refs.iter().map(|s| s.to_string()).collect(),
+            is_reply: is_reply(subject, &base_subject(subject)),
         }
     }
 
@@ -419,6 +504,20 @@ mod tests {
         let id = |u: u32| u;
         let r = thread(items.clone(), ThreadAlgorithm::References);
         assert_eq!(format_threads(&r, &id), "(5)(1 (2)(4))(3)");
+        // Step 5: a reply without references joins its original's thread by subject; two
+        // originals with one subject go under a placeholder.
+        let mut more = items.clone();
+        more.push(item(6, "Re: B", "<f>", &[], 40));
+        more.push(item(7, "X", "<g>", &[], 50));
+        let r = thread(more, ThreadAlgorithm::References);
+        assert_eq!(format_threads(&r, &id), "(1 (2)(4))(3 6)(7 5)");
+        let mut twins = vec![
+            item(1, "Same", "<a>", &[], 1),
+            item(2, "Same", "<b>", &[], 2),
+        ];
+        twins.push(item(3, "Other", "<c>", &[], 3));
+        let r = thread(twins, ThreadAlgorithm::References);
+        assert_eq!(format_threads(&r, &id), "((1)(2))(3)");
         let o = thread(items, ThreadAlgorithm::OrderedSubject);
         assert_eq!(format_threads(&o, &id), "(5)(1 (2)(4))(3)");
     }
@@ -429,7 +528,7 @@ mod tests {
             .map(|i| {
                 let prev = format!("<{}>", i - 1);
                 let refs: Vec<&str> = if i > 1 { vec![prev.as_str()] } else { vec![] };
-                item(i, "s", &format!("<{i}>"), &refs, i as i64)
+                item(i, &format!("s{i}"), &format!("<{i}>"), &refs, i as i64)
             })
             .collect();
         let t = thread(items, ThreadAlgorithm::References);
