@@ -15,11 +15,9 @@ pub mod order;
 pub mod parse;
 mod session;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use store_client::{ClientError, StoreClient};
 
@@ -76,7 +74,8 @@ pub struct ImapContext {
     root: PathBuf,
     tls: Option<service_runtime::TlsConfig>,
     settings: ImapSettings,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Failed logins per address (shared with popd's rule).
+    pub(crate) failures: service_runtime::AuthFailures,
 }
 
 impl ImapContext {
@@ -88,12 +87,16 @@ impl ImapContext {
     ) -> Result<ImapContext, ClientError> {
         let root = root.as_ref().to_path_buf();
         let client = StoreClient::open(&root).await?;
+        let failures = service_runtime::AuthFailures::new(
+            settings.max_auth_failures,
+            settings.auth_failure_window,
+        );
         Ok(ImapContext {
             client,
             root,
             tls,
             settings,
-            failures: Mutex::new(HashMap::new()),
+            failures,
         })
     }
 
@@ -103,44 +106,6 @@ impl ImapContext {
 
     pub fn tls(&self) -> Option<&service_runtime::TlsConfig> {
         self.tls.as_ref()
-    }
-
-    /// Too many recent failures from this address?
-    fn locked_out(&self, ip: IpAddr) -> bool {
-        let window = self.settings.auth_failure_window;
-        let Ok(mut map) = self.failures.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        match map.get_mut(&ip) {
-            Some(q) => {
-                while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-                    q.pop_front();
-                }
-                let n = q.len();
-                if n == 0 {
-                    map.remove(&ip);
-                }
-                n >= self.settings.max_auth_failures
-            }
-            None => false,
-        }
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
-        let window = self.settings.auth_failure_window;
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if map.len() > 10_000 {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
-        }
-        let q = map.entry(ip).or_default();
-        q.push_back(now);
-        while q.len() > self.settings.max_auth_failures.max(1) {
-            q.pop_front();
-        }
     }
 }
 

@@ -1051,7 +1051,7 @@ impl Conn {
 
     async fn login(&mut self, tag: &str, name: &str, password: Secret<String>) -> Step {
         let ip = self.peer.addr.ip();
-        if self.ctx.locked_out(ip) {
+        if self.ctx.failures.locked_out(ip) {
             self.tagged(
                 tag,
                 "NO [UNAVAILABLE] too many failed logins, try again later",
@@ -1061,7 +1061,7 @@ impl Conn {
         let session = match self.ctx.client.authenticate(name, &password).await {
             Ok(s) => s,
             Err(ClientError::AuthenticationFailed) => {
-                self.ctx.record_failure(ip);
+                self.ctx.failures.record(ip);
                 info!("authentication failed for {name:?} from {ip}");
                 self.flush_out().await?;
                 tokio::time::sleep(self.ctx.settings.auth_fail_delay).await;
