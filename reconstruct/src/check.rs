@@ -369,6 +369,7 @@ fn scan_with(
 
     if s.header.is_some() {
         let mut recorded = BTreeSet::new();
+        let mut to_verify = Vec::new();
         for r in &s.records {
             recorded.insert(r.uid);
             let file = s.files.get(&r.uid);
@@ -390,17 +391,8 @@ fn scan_with(
                     "Message file of msg {} in mailbox {name} has {size} bytes, the index says {}",
                     r.uid, r.size
                 )),
-                Some(_) if verify_content && r.content_crc != 0 => {
-                    let path = message_path(dir, r.uid);
-                    match std::fs::read(&path) {
-                        Ok(b) if crc32fast::hash(&b) != r.content_crc => {
-                            s.findings.push(content_damaged(r.uid, name))
-                        }
-                        Ok(_) => {}
-                        // Erased by stored meanwhile: not damage.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(ctx(e, "reading", &path)),
-                    }
+                Some((size, _)) if verify_content && r.content_crc != 0 => {
+                    to_verify.push((r.uid, *size, r.content_crc));
                 }
                 Some(_) => {}
             }
@@ -421,6 +413,9 @@ fn scan_with(
                     ));
                 }
             }
+        }
+        for uid in damaged_contents(dir, &to_verify)? {
+            s.findings.push(content_damaged(uid, name));
         }
         if s.records_complete {
             for uid in s.files.keys() {
@@ -573,6 +568,43 @@ fn read_into(path: &Path, size_hint: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     }
     buf.truncate(n);
     Ok(())
+}
+
+/// `-n -f`: the UIDs among `items` (uid, size, CRC32 at delivery) whose file no longer has
+/// that checksum, reading a large folder on a few threads.
+fn damaged_contents(dir: &Path, items: &[(u32, u64, u32)]) -> Result<Vec<u32>, String> {
+    let check = |part: &[(u32, u64, u32)]| -> Result<Vec<u32>, String> {
+        let mut buf = Vec::new();
+        let mut bad = Vec::new();
+        for &(uid, size, crc) in part {
+            let path = message_path(dir, uid);
+            match read_into(&path, size, &mut buf) {
+                Ok(()) if crc32fast::hash(&buf) != crc => bad.push(uid),
+                Ok(()) => {}
+                // Erased by stored meanwhile: not damage.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ctx(e, "reading", &path)),
+            }
+        }
+        Ok(bad)
+    };
+    if items.len() < PARALLEL_PARSE_MIN {
+        return check(items);
+    }
+    std::thread::scope(|sc| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(PARSE_THREADS))
+            .map(|part| sc.spawn(move || check(part)))
+            .collect();
+        let mut bad = Vec::new();
+        for p in parts {
+            bad.extend(
+                p.join()
+                    .map_err(|_| "a reader thread panicked".to_owned())??,
+            );
+        }
+        Ok(bad)
+    })
 }
 
 /// Read, checksum and parse the message files `uids`, in that order. A large folder is split
@@ -962,5 +994,33 @@ mod tests {
             }
         }
         assert!(read_and_parse(dir.path(), &[(999_999, 10)], &n).is_err());
+
+        // -n -f on threads: the files whose bytes changed, nothing else.
+        let mut items: Vec<(u32, u64, u32)> = exact
+            .iter()
+            .zip(&all)
+            .map(|(e, p)| (e.0, e.1, p.crc))
+            .collect();
+        for u in [7u32, 150] {
+            let p = message_path(dir.path(), u);
+            let mut b = std::fs::read(&p).expect("read");
+            b[0] ^= 0x20;
+            std::fs::write(&p, b).expect("write");
+        }
+        assert_eq!(
+            damaged_contents(dir.path(), &items).expect("checked"),
+            vec![7, 150]
+        );
+        assert_eq!(
+            damaged_contents(dir.path(), &items[..20]).expect("checked"),
+            vec![7]
+        );
+        // A file erased meanwhile is not damage.
+        std::fs::remove_file(message_path(dir.path(), 3)).expect("remove");
+        items.truncate(10);
+        assert_eq!(
+            damaged_contents(dir.path(), &items).expect("checked"),
+            vec![7]
+        );
     }
 }
