@@ -8,7 +8,7 @@
 //! cookie-authenticated request that is not a GET, so another site cannot make the browser
 //! act for the user (SameSite=Strict is the first line, the token the second).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,8 +31,6 @@ pub const CSRF_COOKIE: &str = "msg_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Failed logins are counted over this window.
 pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(600);
-/// Addresses remembered for the failure limit, at most (oldest forgotten first).
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
 /// Web sessions held at once, at most (least recently used dropped first).
 const MAX_SESSIONS: usize = 100_000;
 
@@ -46,10 +44,9 @@ struct WebSession {
 /// Web sessions and failed-login counts.
 pub(crate) struct Auth {
     sessions: Mutex<HashMap<String, WebSession>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: service_runtime::AuthFailures,
     idle: Duration,
     delay: Duration,
-    max_failures: usize,
 }
 
 /// An authenticated request.
@@ -100,10 +97,9 @@ impl Auth {
     pub(crate) fn new(s: &Settings) -> Auth {
         Auth {
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: service_runtime::AuthFailures::new(s.max_auth_failures, FAILURE_WINDOW),
             idle: s.session_idle,
             delay: s.auth_fail_delay,
-            max_failures: s.max_auth_failures.max(1),
         }
     }
 
@@ -111,49 +107,13 @@ impl Auth {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Too many recent failures from this address: refuse without checking.
     fn blocked(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut f = self.failures();
-        match f.get_mut(&ip) {
-            Some(q) => {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW)
-                {
-                    q.pop_front();
-                }
-                q.len() >= self.max_failures
-            }
-            None => false,
-        }
+        self.failures.locked_out(ip)
     }
 
     async fn failed(&self, ip: IpAddr) {
-        {
-            let now = Instant::now();
-            let mut f = self.failures();
-            if f.len() >= MAX_TRACKED_ADDRESSES && !f.contains_key(&ip) {
-                f.retain(|_, q| {
-                    q.back()
-                        .is_some_and(|t| now.duration_since(*t) <= FAILURE_WINDOW)
-                });
-                if f.len() >= MAX_TRACKED_ADDRESSES {
-                    if let Some(k) = f.keys().next().copied() {
-                        f.remove(&k);
-                    }
-                }
-            }
-            let q = f.entry(ip).or_default();
-            q.push_back(now);
-            while q.len() > self.max_failures {
-                q.pop_front();
-            }
-        }
+        self.failures.record(ip);
         tokio::time::sleep(self.delay).await;
     }
 
@@ -312,7 +272,11 @@ pub(crate) async fn authenticate(
         return Err(unauthorized("authentication required"));
     };
     let Some((a, csrf)) = ctx.auth.lookup(&token) else {
-        return Err(unauthorized("session expired"));
+        // A browser whose session cookie outlived its session: no Basic challenge, or the
+        // browser would put up its own password prompt over the page's sign-in form.
+        let mut r = unauthorized("session expired");
+        r.headers_mut().remove(header::WWW_AUTHENTICATE);
+        return Err(r);
     };
     if method != Method::GET && method != Method::HEAD {
         let sent = headers

@@ -647,6 +647,21 @@ fn login_cookies_csrf_limits_and_telemetry() {
     let csrf = value(csrf_cookie);
     let cookie = format!("Cookie: msg_session={token}; msg_csrf={csrf}");
 
+    // No credentials at all: the Basic challenge JMAP clients answer. A session cookie the
+    // server no longer knows (a browser after a restart): 401 without the challenge, so the
+    // browser shows the page's sign-in form rather than its own password prompt.
+    let anonymous = server.curl(&[], "/jmap/session");
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Basic")));
+    let expired = server.curl(
+        &["-H", "Cookie: msg_session=forgotten-session; msg_csrf=x"],
+        "/jmap/session",
+    );
+    assert_eq!(expired.status, 401);
+    assert_eq!(expired.header("www-authenticate"), None);
+
     let body =
         json!({"using": JMAP_USING, "methodCalls": [["Mailbox/get", {"accountId": "joe"}, "0"]]})
             .to_string();
