@@ -61,9 +61,57 @@ struct Scan {
     exp: BTreeMap<u32, i64>,
     /// uid -> (size, mtime)
     files: BTreeMap<u32, (u64, i64)>,
-    cache: Vec<u8>,
     meta: BTreeMap<String, String>,
     findings: Vec<String>,
+}
+
+/// Reads store.cache through a reused window: a large folder's cache read whole was a fresh
+/// allocation of tens of megabytes, and zeroing its pages was most of the check's time.
+struct CacheWindow {
+    file: std::fs::File,
+    size: u64,
+    header: usize,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`, and how many bytes of `buf` are valid.
+    start: u64,
+    valid: usize,
+}
+
+const CACHE_WINDOW: usize = 1 << 20;
+
+impl CacheWindow {
+    fn new(file: std::fs::File) -> io::Result<CacheWindow> {
+        Ok(CacheWindow {
+            size: file.metadata()?.len(),
+            file,
+            header: sf::encode_cache_entry(0, &[]).len(),
+            buf: Vec::new(),
+            start: 0,
+            valid: 0,
+        })
+    }
+
+    /// Whether `r`'s cache entry is present and verifies (magic, UID, length, CRC32).
+    fn entry_ok(&mut self, r: &Record) -> io::Result<bool> {
+        let need = self.header + r.cache_len as usize;
+        // Past the end (a record from a bigger cache): missing, and nothing to read.
+        if r.cache_offset.saturating_add(need as u64) > self.size {
+            return Ok(false);
+        }
+        let inside = r.cache_offset >= self.start
+            && r.cache_offset - self.start + need as u64 <= self.valid as u64;
+        if !inside {
+            let len = need.max(CACHE_WINDOW);
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
+            }
+            self.start = r.cache_offset;
+            self.valid = fsutil::read_at_most(&self.file, &mut self.buf[..len], r.cache_offset)?;
+        }
+        let mut rel = *r;
+        rel.cache_offset = r.cache_offset.saturating_sub(self.start);
+        Ok(sf::decode_cache_entry(&self.buf[..self.valid], &rel).is_some())
+    }
 }
 
 fn read_opt(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -198,18 +246,19 @@ fn content_damaged(uid: u32, name: &str) -> String {
 }
 
 /// `verify_content` (`-n -f`): also read every message file and compare its CRC32 with the
-/// one its index record holds.
-fn scan(dir: &Path, name: &str, verify_content: bool) -> Result<Scan, String> {
+/// one its index record holds. `for_rebuild`: keep every record by UID (`all_records`), which
+/// only a rebuild uses.
+fn scan(dir: &Path, name: &str, verify_content: bool, for_rebuild: bool) -> Result<Scan, String> {
     let list = || scan_message_files(dir).map_err(|e| ctx(e, "reading message files in", dir));
     // A large folder: stat its message files while its index, journal and cache are read.
     let large = std::fs::metadata(dir.join(IDX))
         .is_ok_and(|m| m.len() > index::record_offset(PARALLEL_PARSE_MIN as u64));
     if !large {
-        return scan_with(dir, name, verify_content, list);
+        return scan_with(dir, name, verify_content, for_rebuild, list);
     }
     std::thread::scope(|sc| {
         let files = sc.spawn(list);
-        scan_with(dir, name, verify_content, || {
+        scan_with(dir, name, verify_content, for_rebuild, || {
             files
                 .join()
                 .map_err(|_| "a scanning thread panicked".to_owned())?
@@ -221,6 +270,7 @@ fn scan_with(
     dir: &Path,
     name: &str,
     verify_content: bool,
+    for_rebuild: bool,
     files: impl FnOnce() -> Result<BTreeMap<u32, (u64, i64)>, String>,
 ) -> Result<Scan, String> {
     let mut s = Scan::default();
@@ -285,7 +335,9 @@ fn scan_with(
                                     s.records.push(r);
                                 }
                             }
-                            s.all_records.entry(r.uid).or_insert(r);
+                            if for_rebuild {
+                                s.all_records.entry(r.uid).or_insert(r);
+                            }
                         }
                         None if within => {
                             s.findings.push(format!(
@@ -362,16 +414,16 @@ fn scan_with(
         s.meta = parse_meta(&b);
     }
     let cache_path = dir.join(CACHE);
-    s.cache = read_opt(&cache_path)
-        .map_err(|e| ctx(e, "reading", &cache_path))?
-        .unwrap_or_default();
+    let mut cache = match std::fs::File::open(&cache_path) {
+        Ok(f) => Some(CacheWindow::new(f).map_err(|e| ctx(e, "reading", &cache_path))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(ctx(e, "opening", &cache_path)),
+    };
     s.files = files()?;
 
     if s.header.is_some() {
-        let mut recorded = BTreeSet::new();
         let mut to_verify = Vec::new();
         for r in &s.records {
-            recorded.insert(r.uid);
             let file = s.files.get(&r.uid);
             if r.is_expunged() {
                 if file.is_some() && !s.exp.contains_key(&r.uid) {
@@ -398,7 +450,10 @@ fn scan_with(
             }
             // The entry's own CRC32 proves it is what the store wrote (decoding all of them
             // would be most of a large folder's check).
-            let cache_ok = sf::decode_cache_entry(&s.cache, r).is_some();
+            let cache_ok = match cache.as_mut() {
+                Some(c) => c.entry_ok(r).map_err(|e| ctx(e, "reading", &cache_path))?,
+                None => false,
+            };
             if !cache_ok {
                 s.findings.push(format!(
                     "Invalid cache data for msg {} in mailbox {name}. Needs reconstruct",
@@ -419,7 +474,9 @@ fn scan_with(
         }
         if s.records_complete {
             for uid in s.files.keys() {
-                if !recorded.contains(uid) && !s.exp.contains_key(uid) {
+                // s.records is in UID order (out-of-order records make it incomplete).
+                let recorded = s.records.binary_search_by_key(uid, |r| r.uid).is_ok();
+                if !recorded && !s.exp.contains_key(uid) {
                     s.findings.push(format!(
                         "Stray message file for msg {uid} in mailbox {name} (no index record)"
                     ));
@@ -466,7 +523,7 @@ pub fn process_counted(t: &Target, o: &RepairOptions, messages: &AtomicU64) -> O
             return out;
         }
     };
-    let mut s = match scan(&t.dir, name, o.check_only && o.force) {
+    let mut s = match scan(&t.dir, name, o.check_only && o.force, !o.check_only) {
         Ok(s) => s,
         Err(e) => {
             out.lines.push(format!("Could not check {name}: {e}"));
@@ -900,7 +957,8 @@ fn rebuild(
         })
         && s.keywords.as_ref() == Some(&keywords)
         && s.records == records
-        && s.cache == cache
+        // Last: the only comparison that reads a file.
+        && read_opt(&dir.join(CACHE)).ok().flatten().as_deref() == Some(&cache[..])
         && new_exp
             .iter()
             .map(|e| (e.0, e.1))
@@ -958,6 +1016,42 @@ fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_window_verifies_entries_in_any_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cache = Vec::new();
+        let mut recs = Vec::new();
+        for uid in 1..=3u32 {
+            let payload = vec![uid as u8; 100 * uid as usize];
+            recs.push(Record {
+                uid,
+                cache_offset: cache.len() as u64,
+                cache_len: payload.len() as u32,
+                ..Default::default()
+            });
+            cache.extend_from_slice(&sf::encode_cache_entry(uid, &payload));
+        }
+        let last = cache.len() - 1;
+        cache[last] ^= 1;
+        let p = dir.path().join(CACHE);
+        std::fs::write(&p, &cache).expect("write");
+        let mut w = CacheWindow::new(std::fs::File::open(&p).expect("open")).expect("window");
+        let ok = |w: &mut CacheWindow, r: &Record| w.entry_ok(r).expect("read");
+        assert!(ok(&mut w, &recs[1]));
+        assert!(ok(&mut w, &recs[0]));
+        assert!(!ok(&mut w, &recs[2]), "damaged payload");
+        let beyond = Record {
+            cache_offset: cache.len() as u64,
+            ..recs[0]
+        };
+        assert!(!ok(&mut w, &beyond));
+        let huge = Record {
+            cache_len: u32::MAX,
+            ..recs[0]
+        };
+        assert!(!ok(&mut w, &huge));
+    }
 
     /// The threaded path returns every message, in UID order, as the single-threaded one.
     #[test]
