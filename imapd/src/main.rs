@@ -109,12 +109,6 @@ async fn run(
             None
         }
     };
-    let ctx = Arc::new(
-        ImapContext::open(&root, settings, tls.clone())
-            .await
-            .with_context(|| format!("instance {}", root.display()))?,
-    );
-    let limiter = service.limiter().clone();
 
     let listen: SocketAddr = match &args.listen {
         Some(l) => l.parse().with_context(|| format!("--listen {l}"))?,
@@ -127,7 +121,6 @@ async fn run(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = tcp.local_addr().context("listener address")?;
-    announce(local, false);
     // Implicit TLS (imaps) only when configured and not overridden by --listen.
     let tls_listener = if args.listen.is_none() && config.get_bool("service.imap.enablesslport") {
         match &tls {
@@ -137,7 +130,6 @@ async fn run(
                 let l = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening on {addr}"))?;
-                announce(l.local_addr().context("listener address")?, true);
                 Some(l)
             }
             None => {
@@ -148,6 +140,18 @@ async fn run(
     } else {
         None
     };
+    // Ports are bound: give up root before the store is opened or a client is heard.
+    service.drop_privileges()?;
+    let ctx = Arc::new(
+        ImapContext::open(&root, settings, tls.clone())
+            .await
+            .with_context(|| format!("instance {}", root.display()))?,
+    );
+    let limiter = service.limiter().clone();
+    announce(local, false);
+    if let Some(l) = &tls_listener {
+        announce(l.local_addr().context("listener address")?, true);
+    }
     info!(%local, root = %root.display(), "imapd started");
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -1,4 +1,4 @@
-//! Services started as root bind their ports, then run as `local.serveruid` and
+//! Services (lmtpd, popd, imapd, mshttpd) started as root bind their ports, then run as `local.serveruid` and
 //! `local.servergid` before they open the store or read a client byte, so everything they
 //! create belongs to the server user; a name the system does not know stops startup with the
 //! seed's message. These tests need root, as CI runs them.
@@ -147,13 +147,21 @@ fn files_not_owned_by(dir: &Path, uid: u32, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
-fn lmtpd_and_popd_run_as_the_server_user_and_create_files_it_owns() {
+fn services_run_as_the_server_user_and_create_files_it_owns() {
     assert_root();
     let (_dir, root) = instance("nobody", "nogroup", Some("nobody:nogroup"));
     let lmtp = start("lmtpd", &root);
     let pop = start("popd", &root);
-    assert_eq!(ids(lmtp.child.id()), (NOBODY, NOBODY), "lmtpd ids");
-    assert_eq!(ids(pop.child.id()), (NOBODY, NOBODY), "popd ids");
+    let imap = start("imapd", &root);
+    let http = start("mshttpd", &root);
+    for (name, server) in [
+        ("lmtpd", &lmtp),
+        ("popd", &pop),
+        ("imapd", &imap),
+        ("mshttpd", &http),
+    ] {
+        assert_eq!(ids(server.child.id()), (NOBODY, NOBODY), "{name} ids");
+    }
 
     let mut s = connect(lmtp.addr);
     converse(&mut s, "", "\r\n");
@@ -177,6 +185,15 @@ fn lmtpd_and_popd_run_as_the_server_user_and_create_files_it_owns() {
     assert!(msg.contains("Subject: delivered as nobody"), "{msg}");
     converse(&mut p, "QUIT\r\n", "\r\n");
 
+    let mut i = connect(imap.addr);
+    converse(&mut i, "", "\r\n");
+    let reply = converse(&mut i, "a LOGIN joe pw\r\n", "a ");
+    assert!(reply.contains("a OK"), "{reply}");
+    converse(&mut i, "b CREATE Made-by-imapd\r\n", "b OK");
+    let fetched = converse(&mut i, "c SELECT INBOX\r\nd FETCH 1 (FLAGS)\r\n", "d OK");
+    assert!(fetched.contains("* 1 FETCH (FLAGS (\\Seen))"), "{fetched}");
+    converse(&mut i, "e LOGOUT\r\n", "e OK");
+
     let mut foreign = Vec::new();
     files_not_owned_by(&root.join("data"), NOBODY, &mut foreign);
     assert!(foreign.is_empty(), "files not owned by nobody: {foreign:?}");
@@ -186,7 +203,7 @@ fn lmtpd_and_popd_run_as_the_server_user_and_create_files_it_owns() {
 fn unknown_group_stops_startup_with_the_seed_message() {
     assert_root();
     let (_dir, root) = instance("nobody", "no-such-group-here", Some("nobody:nogroup"));
-    for service in ["popd", "lmtpd"] {
+    for service in ["popd", "lmtpd", "imapd", "mshttpd"] {
         let out = Command::new(binary(service))
             .arg("--root")
             .arg(&root)
