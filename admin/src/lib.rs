@@ -24,6 +24,12 @@ pub fn instance_root(cli: Option<PathBuf>) -> PathBuf {
 
 /// Parse arguments; on a usage error print clap's message and exit 64 (help and version exit 0).
 pub fn parse_args<T: clap::Parser>() -> T {
+    // Listings are piped into head, grep and less: a closed pipe ends the command quietly,
+    // as it does for ls or cat, instead of a panic in println!.
+    // SAFETY: resetting a signal's disposition to the default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match T::try_parse() {
         Ok(v) => v,
         Err(e) => {

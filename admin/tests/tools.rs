@@ -299,3 +299,25 @@ fn telemetry_lists_and_shows_captures_with_absolute_times() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("not a telemetry capture"), "{}", err(&o));
 }
+
+/// `mboxutil -l | head`: a reader that goes away ends the listing quietly (killed by SIGPIPE,
+/// as ls or cat are), never with a panic message.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    assert!(cmd(MBOXUTIL, r, &["-c", "user/joe/INBOX"]).status.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(MBOXUTIL)
+        .arg("--root")
+        .arg(r)
+        .arg("-l")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!err(&o).contains("panicked"), "{}", err(&o));
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
+}
