@@ -161,6 +161,28 @@ pub fn fix_mailboxes_settled(
     check_only: bool,
     servers_started: Option<std::time::SystemTime>,
 ) -> DbOutcome {
+    fix_mailboxes_counted(
+        db,
+        partitions,
+        only_partition,
+        only_user,
+        check_only,
+        servers_started,
+        None,
+    )
+}
+
+/// `fix_mailboxes_settled`, counting each folder directory visited in `progress` (against
+/// the number of folders in the database, which it sets as the total).
+pub fn fix_mailboxes_counted(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    only_partition: Option<&str>,
+    only_user: Option<&UserName>,
+    check_only: bool,
+    servers_started: Option<std::time::SystemTime>,
+    progress: Option<&crate::progress::Progress>,
+) -> DbOutcome {
     let mut out = DbOutcome::default();
     let mut touched_roots = BTreeSet::new();
     let entries = match db.list_all() {
@@ -172,6 +194,9 @@ pub fn fix_mailboxes_settled(
     };
     let known: BTreeMap<&str, &MailboxEntry> =
         entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    if let Some(p) = progress {
+        p.set_total(entries.len());
+    }
     let verb = |done: &str, would: &str| {
         if check_only {
             would.to_owned()
@@ -205,6 +230,9 @@ pub fn fix_mailboxes_settled(
                 continue;
             }
             for dir in dirs {
+                if let Some(p) = progress {
+                    p.folders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let Some(name) = layout::name_from_dir(ppath, &dir) else {
                     out.fail(format!(
                         "Folder directory {} does not name a valid mailbox; left alone",
@@ -385,6 +413,17 @@ pub fn fix_quotas(
     roots: Option<&BTreeSet<String>>,
     check_only: bool,
 ) -> DbOutcome {
+    fix_quotas_counted(db, partitions, roots, check_only, None)
+}
+
+/// `fix_quotas`, counting each folder read (and its messages) in `progress`.
+pub fn fix_quotas_counted(
+    db: &MailboxDb,
+    partitions: &BTreeMap<String, PathBuf>,
+    roots: Option<&BTreeSet<String>>,
+    check_only: bool,
+    progress: Option<&crate::progress::Progress>,
+) -> DbOutcome {
     let mut out = DbOutcome::default();
     let entries = match db.list_all() {
         Ok(e) => e,
@@ -406,7 +445,13 @@ pub fn fix_quotas(
         }
     }
     let mut unreadable = BTreeSet::new();
+    if let Some(p) = progress {
+        p.set_total(entries.len());
+    }
     for e in &entries {
+        if let Some(p) = progress {
+            p.folders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let slot = usage.entry(e.quota_root.clone()).or_default();
         let Ok(name) = MailboxName::parse(&e.name) else {
             continue;
@@ -435,6 +480,10 @@ pub fn fix_quotas(
             Some(h) => {
                 slot.0 += h.total_size;
                 slot.1 += h.exists;
+                if let Some(p) = progress {
+                    p.messages
+                        .fetch_add(h.exists, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             None => {
                 out.fail(format!(

@@ -62,7 +62,7 @@ pub struct Options {
     /// `-l`
     pub rights: bool,
     pub mailboxes: Vec<String>,
-    /// Progress of `-r` on stderr (off unless the caller asks).
+    /// Progress of `-r`, `-m` and `-q` on stderr (off unless the caller asks).
     pub progress: ProgressMode,
 }
 
@@ -201,20 +201,24 @@ pub fn run(opts: &Options, out: Sink<'_>) -> Result<i32, Fatal> {
         ));
     };
     if opts.mailbox_db {
-        let o = db::fix_mailboxes(
-            &db,
-            &config.partitions,
-            opts.partition.as_deref(),
-            user.as_ref(),
-            opts.check_only,
-        );
+        let o = with_progress(opts.progress, |p| {
+            db::fix_mailboxes_counted(
+                &db,
+                &config.partitions,
+                opts.partition.as_deref(),
+                user.as_ref(),
+                opts.check_only,
+                None,
+                Some(p),
+            )
+        });
         report(o, "-m");
     }
     if opts.quota {
-        report(
-            db::fix_quotas(&db, &config.partitions, None, opts.check_only),
-            "-q",
-        );
+        let o = with_progress(opts.progress, |p| {
+            db::fix_quotas_counted(&db, &config.partitions, None, opts.check_only, Some(p))
+        });
+        report(o, "-q");
     }
     if opts.rights {
         report(db::fix_rights(&db, opts.check_only), "-l");
@@ -295,6 +299,22 @@ fn resolve_targets(
             })
         })
         .collect())
+}
+
+/// Runs `work` with progress drawn on stderr beside it (the database passes, `-m` and `-q`,
+/// print their findings after they finish, so nothing has to share the line with the bar).
+fn with_progress<T: Send>(
+    mode: ProgressMode,
+    work: impl FnOnce(&progress::Progress) -> T + Send,
+) -> T {
+    let progress = progress::Progress::new(mode, 0);
+    std::thread::scope(|sc| {
+        let drawer = sc.spawn(|| progress.run());
+        let result = work(&progress);
+        progress.finish();
+        let _ = drawer.join();
+        result
+    })
 }
 
 /// Check (and repair) the folders on a few threads; print each folder's lines as it is done.

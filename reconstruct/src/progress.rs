@@ -26,7 +26,7 @@ const BAR_WIDTH: usize = 24;
 /// Counters shared by the workers and the drawing thread.
 pub struct Progress {
     mode: ProgressMode,
-    total: u64,
+    total: AtomicU64,
     started: Instant,
     /// Folders finished.
     pub folders: AtomicU64,
@@ -42,7 +42,7 @@ impl Progress {
     pub fn new(mode: ProgressMode, total: usize) -> Progress {
         Progress {
             mode,
-            total: total as u64,
+            total: AtomicU64::new(total as u64),
             started: Instant::now(),
             folders: AtomicU64::new(0),
             messages: AtomicU64::new(0),
@@ -52,12 +52,17 @@ impl Progress {
         }
     }
 
+    /// Sets the number of folders to expect, when it is known only once the work started.
+    pub fn set_total(&self, total: usize) {
+        self.total.store(total as u64, Ordering::Relaxed);
+    }
+
     /// The plain form: `reconstruct: 1200/5000 folders, 240000 messages, 12 s`.
     pub fn line(&self) -> String {
         format!(
             "reconstruct: {}/{} folders, {} messages, {} s",
             self.folders.load(Ordering::Relaxed),
-            self.total,
+            self.total.load(Ordering::Relaxed),
             self.messages.load(Ordering::Relaxed),
             self.started.elapsed().as_secs()
         )
@@ -66,18 +71,16 @@ impl Progress {
     /// The bar form: `[#####-----] 1200/5000 folders  24000 msg/s  ETA 12 s`.
     pub fn bar(&self) -> String {
         let done = self.folders.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
         let msgs = self.messages.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
         let filled = (done as usize * BAR_WIDTH)
-            .checked_div(self.total as usize)
+            .checked_div(total as usize)
             .unwrap_or(0)
             .min(BAR_WIDTH);
         let rate = if secs > 0.0 { msgs as f64 / secs } else { 0.0 };
-        let eta = if done > 0 && done < self.total {
-            format!(
-                "ETA {:.0} s",
-                secs * (self.total - done) as f64 / done as f64
-            )
+        let eta = if done > 0 && done < total {
+            format!("ETA {:.0} s", secs * (total - done) as f64 / done as f64)
         } else {
             "ETA -".to_owned()
         };
@@ -85,7 +88,7 @@ impl Progress {
             "reconstruct [{}{}] {done}/{} folders  {rate:.0} msg/s  {eta}",
             "#".repeat(filled),
             "-".repeat(BAR_WIDTH - filled),
-            self.total
+            total
         )
     }
 

@@ -596,3 +596,56 @@ fn damaged_message_content() {
     assert!(after.2.iter().all(|m| m.0 != 2));
     assert_eq!(after.2.len(), before.2.len());
 }
+
+/// `-m` and `-q` count their progress too: every folder of the database, and for `-q` every
+/// message, so a long database pass shows the same progress line as `-r`.
+#[test]
+fn database_passes_count_their_progress() {
+    use msgstore::layout::Layout;
+    use msgstore::mboxdb::MailboxDb;
+    use reconstruct::progress::Progress;
+    use reconstruct::ProgressMode;
+    let (dir, _) = setup();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            let n = name(&format!("user/ann/P{i}"));
+            store.create_mailbox(&n, None, None).unwrap();
+            let msgs = (0..3).map(|j| msg(&format!("p{i}x{j}"), 0, &[])).collect();
+            store.append_bulk(&n, msgs).unwrap();
+        }
+    }
+    let layout = Layout::new(dir.path());
+    let config = msgstore::StoreConfig::load(&layout).unwrap();
+    let db = MailboxDb::open(&layout.mboxlist_dir()).unwrap();
+    // INBOX (5 messages) and Work from setup, and the five folders of 3 here.
+    let folders = db.list_all().unwrap().len();
+    assert_eq!(folders, 7);
+
+    let p = Progress::new(ProgressMode::Off, 0);
+    let o = reconstruct::db::fix_mailboxes_counted(
+        &db,
+        &config.partitions,
+        None,
+        None,
+        true,
+        None,
+        Some(&p),
+    );
+    assert_eq!(o.changes, 0, "{:?}", o.lines);
+    assert_eq!(
+        p.line().split(", ").next(),
+        Some(format!("reconstruct: {folders}/{folders} folders").as_str())
+    );
+
+    let p = Progress::new(ProgressMode::Off, 0);
+    let o = reconstruct::db::fix_quotas_counted(&db, &config.partitions, None, true, Some(&p));
+    assert_eq!(o.changes, 0, "{:?}", o.lines);
+    let line = p.line();
+    assert!(
+        line.starts_with(&format!(
+            "reconstruct: {folders}/{folders} folders, 20 messages"
+        )),
+        "{line}"
+    );
+}

@@ -71,7 +71,7 @@ struct Cli {
     #[arg(short = 'l')]
     rights: bool,
 
-    /// Progress of -r on stderr: a bar when stderr is a terminal, otherwise a line every
+    /// Progress of -r, -m and -q on stderr: a bar when stderr is a terminal, otherwise a line every
     /// SECONDS seconds (0: no progress at all).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
     progress: f64,
