@@ -480,6 +480,121 @@ fn repair_while_another_thread_appends_and_reads() {
     assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
 }
 
+/// The same with the real imapd and an IMAP client (Python's imaplib): APPEND, then SELECT
+/// and UID FETCH of what was appended, while `reconstruct -f -r` runs three times. Nothing
+/// the client was told is lost, and the store checks clean after.
+#[test]
+fn repair_while_an_imap_client_appends_and_reads() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let (dir, inbox) = setup();
+    let bin_dir = Path::new(BIN).parent().expect("target dir").to_path_buf();
+    for tool in ["imapd", "msuser"] {
+        assert!(
+            bin_dir.join(tool).exists(),
+            "{tool} is not built: run cargo test --workspace"
+        );
+    }
+    let mut msuser = Command::new(bin_dir.join("msuser"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["add", "joe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("msuser");
+    msuser
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"pw\n")
+        .expect("password");
+    assert!(msuser.wait().expect("msuser").success());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut imapd = Kill(
+        Command::new(bin_dir.join("imapd"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("imapd"),
+    );
+    let mut line = String::new();
+    BufReader::new(imapd.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("imapd said {line:?}"))
+        .to_owned();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let stop = dir.path().join("stop-client");
+    let script = r#"
+import imaplib, os, re, sys
+host, port, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = imaplib.IMAP4(host, port)
+c.login("joe", "pw")
+uids, i = [], 0
+while not os.path.exists(stop) or i < 20:
+    body = ("From: a@example.org\r\nSubject: imap-live%d\r\n\r\nbody %d\r\n" % (i, i)).encode()
+    typ, data = c.append("INBOX", "(\\Seen)", None, body)
+    assert typ == "OK", (typ, data)
+    uid = int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1))
+    uids.append(uid)
+    typ, _ = c.select("INBOX")
+    assert typ == "OK"
+    typ, data = c.uid("FETCH", str(uid), "(BODY.PEEK[])")
+    assert typ == "OK" and data[0] is not None, (uid, data)
+    assert b"Subject: imap-live%d" % i in data[0][1], data
+    c.noop()
+    i += 1
+c.logout()
+print(" ".join(map(str, uids)))
+"#;
+    let client = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(host)
+        .arg(port)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    for _ in 0..3 {
+        let (code, out, err) = run(dir.path(), &["-f", "-r"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    std::fs::write(&stop, b"").expect("stop file");
+    let out = client.wait_with_output().expect("client");
+    assert!(
+        out.status.success(),
+        "IMAP client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let appended: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|u| u.parse().expect("uid"))
+        .collect();
+    assert!(appended.len() >= 20, "{appended:?}");
+    drop(imapd);
+    let v = view(dir.path(), &inbox);
+    for u in &appended {
+        let m = v.2.iter().find(|m| m.0 == *u).expect("no lost message");
+        assert_eq!(m.1, flag::SEEN);
+    }
+    assert_eq!(v.2.len(), 4 + appended.len());
+    assert_eq!(run(dir.path(), &["-n", "-r"]).0, 0);
+}
+
 #[test]
 fn progress_lines_on_stderr_when_not_a_terminal() {
     let (dir, _) = setup();
