@@ -407,6 +407,24 @@ fn fix_quota_root(
 
 /// `-q`: recompute each quota root's usage (messages and bytes) from its folders' index
 /// headers and correct the database where it differs. `roots` limits the pass.
+/// How long a quota difference must hold still before `-q` believes it, and how often it
+/// looks before giving up on a root that keeps changing.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const SETTLE_TRIES: u32 = 20;
+
+/// A folder's usage (bytes, messages) from its index header; None when it cannot be read.
+fn folder_usage(partition: &Path, name: &MailboxName, label: &str) -> Option<(u64, u64)> {
+    let files = FolderFiles::new(layout::folder_dir(partition, name));
+    // A torn read (a writer mid-update) fails the CRC: read again.
+    for _ in 0..20 {
+        match peek_header(&files, label) {
+            Ok(h) => return Some((h.total_size, h.exists)),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    None
+}
+
 pub fn fix_quotas(
     db: &MailboxDb,
     partitions: &BTreeMap<String, PathBuf>,
@@ -464,25 +482,14 @@ pub fn fix_quotas_counted(
             unreadable.insert(e.quota_root.clone());
             continue;
         };
-        let files = FolderFiles::new(layout::folder_dir(ppath, &name));
-        // A torn read (a writer mid-update) fails the CRC: read again.
-        let mut header = None;
-        for _ in 0..20 {
-            match peek_header(&files, &e.name) {
-                Ok(h) => {
-                    header = Some(h);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
-            }
-        }
+        let header = folder_usage(ppath, &name, &e.name);
         match header {
-            Some(h) => {
-                slot.0 += h.total_size;
-                slot.1 += h.exists;
+            Some((bytes, messages)) => {
+                slot.0 += bytes;
+                slot.1 += messages;
                 if let Some(p) = progress {
                     p.messages
-                        .fetch_add(h.exists, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(messages, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             None => {
@@ -494,27 +501,74 @@ pub fn fix_quotas_counted(
             }
         }
     }
-    for (root, (bytes, msgs)) in usage {
+    // What a root's folders hold now, read again while settling.
+    let root_usage = |root: &str| -> Option<(u64, u64)> {
+        let mut sum = (0, 0);
+        for e in entries.iter().filter(|e| e.quota_root == root) {
+            let name = MailboxName::parse(&e.name).ok()?;
+            let (b, m) = folder_usage(partitions.get(&e.partition)?, &name, &e.name)?;
+            sum.0 += b;
+            sum.1 += m;
+        }
+        Some(sum)
+    };
+    let db_usage = |root: &str| -> Option<(u64, u64)> {
+        db.quota(root)
+            .ok()
+            .map(|q| q.map_or((0, 0), |q| (q.storage_used, q.messages_used)))
+    };
+    for (root, files) in usage {
         if roots.is_some_and(|r| !r.contains(&root)) || unreadable.contains(&root) {
             continue;
         }
-        let cur = match db.quota(&root) {
-            Ok(q) => q.map_or((0, 0), |q| (q.storage_used, q.messages_used)),
-            Err(e) => {
-                out.fail(format!("Could not read quota root {root}: {e}"));
+        let Some(recorded) = db_usage(&root) else {
+            out.fail(format!("Could not read quota root {root}"));
+            continue;
+        };
+        // Servers record a message's usage in the database just after its folder's header
+        // counts it: a difference seen once may be a change in flight. Act only on one that
+        // holds still across a pause, and write it only over the value it was computed
+        // against.
+        let mut seen = (files, recorded);
+        let mut tries = 0;
+        let settled = loop {
+            if seen.0 == seen.1 {
+                break None;
+            }
+            if tries == SETTLE_TRIES {
+                out.fail(format!(
+                    "Quota root {root}: usage kept changing while it was checked; run reconstruct -q again"
+                ));
+                break None;
+            }
+            tries += 1;
+            std::thread::sleep(SETTLE_WAIT);
+            let (Some(f), Some(d)) = (root_usage(&root), db_usage(&root)) else {
+                out.fail(format!(
+                    "Quota root {root}: cannot read it again; usage left alone"
+                ));
+                break None;
+            };
+            if (f, d) != seen {
+                seen = (f, d);
                 continue;
+            }
+            if check_only {
+                break Some(seen);
+            }
+            match db.set_quota_usage_if(&root, d, f.0, f.1) {
+                Ok(true) => break Some(seen),
+                Ok(false) => continue,
+                Err(e) => {
+                    out.fail(format!("Could not correct quota root {root}: {e}"));
+                    break None;
+                }
             }
         };
-        if cur == (bytes, msgs) {
+        let Some(((bytes, msgs), cur)) = settled else {
             continue;
-        }
+        };
         out.changes += 1;
-        if !check_only {
-            if let Err(e) = db.set_quota_usage(&root, bytes, msgs) {
-                out.fail(format!("Could not correct quota root {root}: {e}"));
-                continue;
-            }
-        }
         out.lines.push(format!(
             "Quota root {root}: usage {} {} bytes in {} messages, {} {bytes} bytes in {msgs} messages",
             if check_only { "recorded as" } else { "was" },

@@ -388,6 +388,39 @@ impl MailboxDb {
         })
     }
 
+    /// Sets a quota root's usage only if it still reads `expected` (an absent row reads
+    /// (0, 0)), so a repair computed from the folders cannot overwrite a change a server
+    /// wrote meanwhile. True when it was set.
+    pub fn set_quota_usage_if(
+        &self,
+        root: &str,
+        expected: (u64, u64),
+        bytes: u64,
+        messages: u64,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT storage_used, messages_used FROM quota WHERE root = ?1",
+                    [root],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let current = current.map_or((0, 0), |(b, m)| (b.max(0) as u64, m.max(0) as u64));
+            if current != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO quota (root, storage_used, messages_used) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(root) DO UPDATE SET storage_used = ?2, messages_used = ?3",
+                params![root, bytes as i64, messages as i64],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     pub fn subscribe(&self, user: &str, name: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
