@@ -288,7 +288,12 @@ crlf:{PLAIN}pw3\r
         warnings[2]
     );
     for w in &warnings {
-        assert!(!w.contains("pw"), "warnings never show line content: {w}");
+        // The file's own path may hold any letters (a random temporary name once had "pw").
+        let said = w.replace(&path.display().to_string(), "");
+        assert!(
+            !said.contains("pw") && !said.contains("PLAIN"),
+            "warnings never show line content: {w}"
+        );
     }
     assert_eq!(db.verify("good", &pw("pw")).unwrap().unwrap(), "good");
     assert_eq!(db.verify("also", &pw("pw2")).unwrap().unwrap(), "also");
