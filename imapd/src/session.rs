@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use store_client::{
@@ -1094,43 +1094,16 @@ impl Conn {
     }
 
     fn start_capture(&mut self, userid: &str, record: &str) {
-        let dir = self
-            .ctx
-            .root
-            .join("data")
-            .join("telemetry")
-            .join("imap")
-            .join(userid);
-        if !dir.is_dir() {
-            return;
-        }
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("{secs}-{}-{seq}", std::process::id()));
-        let file = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                warn!("telemetry capture {}: cannot create: {e}", path.display());
-                return;
-            }
-        };
-        let mut writer = telemetry::CaptureWriter::with_buffer_limit(file, CAPTURE_BUFFER);
-        let at = Instant::now();
-        let ok = writer
-            .login(userid, now, at)
-            .and_then(|()| writer.redact(record.as_bytes(), at));
-        match ok {
-            Ok(()) => self.capture = Some(Capture { writer, path }),
-            Err(e) => warn!("telemetry capture {}: {e}", path.display()),
+        match telemetry::start_session_capture(
+            &self.ctx.root,
+            "imap",
+            userid,
+            record,
+            CAPTURE_BUFFER,
+        ) {
+            Ok(Some((path, writer))) => self.capture = Some(Capture { writer, path }),
+            Ok(None) => {}
+            Err(e) => warn!("{e}"),
         }
     }
 

@@ -597,3 +597,63 @@ fn escape(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Starts capturing a session if support staff asked for it: when
+/// `<root>/data/telemetry/<service>/<userid>/` exists, a new file there (named by time,
+/// process and a counter, never reused) gets the `LOGIN` line and `record`, the redacted
+/// login command. `Ok(None)` when no capture is wanted. The caller keeps the writer for the
+/// session and logs an error without failing the session.
+pub fn start_session_capture(
+    root: &std::path::Path,
+    service: &str,
+    userid: &str,
+    record: &str,
+    buffer_limit: usize,
+) -> Result<Option<(std::path::PathBuf, CaptureWriter<std::fs::File>)>, StartError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = root
+        .join("data")
+        .join("telemetry")
+        .join(service)
+        .join(userid);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{secs}-{}-{seq}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StartError {
+            path: path.clone(),
+            source: TelemetryError::Write(e),
+        })?;
+    let mut writer = CaptureWriter::with_buffer_limit(file, buffer_limit);
+    let at = Instant::now();
+    writer
+        .login(userid, now, at)
+        .and_then(|()| writer.redact(record.as_bytes(), at))
+        .map_err(|source| StartError {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(Some((path, writer)))
+}
+
+/// A capture that could not be started (the session goes on without it).
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry capture {}: cannot start: {source}", path.display())]
+pub struct StartError {
+    /// The capture file.
+    pub path: std::path::PathBuf,
+    /// What failed.
+    #[source]
+    pub source: TelemetryError,
+}
