@@ -29,6 +29,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// Capture buffer: small, so a capture never holds much of a session in memory.
 const CAPTURE_BUFFER: usize = 16 * 1024;
+/// Largest non-synchronising literal under LITERAL- (RFC 7888 section 5).
+const LITERAL_MINUS_MAX: u64 = 4096;
 /// Pending output is written out past this size, so a big FETCH streams.
 const OUT_CHUNK: usize = 256 * 1024;
 /// Inflated input handled per read with COMPRESS active (a deflate bomb stays bounded).
@@ -380,6 +382,13 @@ impl Conn {
                 } else if cmd.len() as u64 + n > total_limit {
                     refused = Some("BAD [TOOBIG] command too long".into());
                 }
+                // LITERAL- (RFC 7888 section 5) before login: a non-synchronising literal
+                // over 4096 octets is refused; its bytes are read and thrown away.
+                if refused.is_none() && !sync && self.session.is_none() && n > LITERAL_MINUS_MAX {
+                    refused = Some(format!(
+                        "BAD [TOOBIG] non-synchronizing literal of {n} octets is over LITERAL-'s limit of {LITERAL_MINUS_MAX}: send it as a synchronizing literal"
+                    ));
+                }
                 if refused.is_some() {
                     cmd = Vec::new();
                     if sync {
@@ -408,10 +417,17 @@ impl Conn {
     }
 
     fn capabilities(&self) -> String {
+        // RFC 7888 section 5: never both. Before login only LITERAL- holds (unauthenticated
+        // clients send small literals); after it, LITERAL+ lifts the 4096-octet bound.
+        let literal = if self.session.is_none() {
+            "LITERAL-"
+        } else {
+            "LITERAL+"
+        };
         let mut caps = vec![
             "IMAP4rev1",
             "IMAP4rev2",
-            "LITERAL+",
+            literal,
             "SASL-IR",
             "ID",
             "ENABLE",

@@ -26,8 +26,10 @@ fn imaplib_core_commands() {
 const IMAPLIB_CORE: &str = r#"
 m = imaplib.IMAP4(host, port, timeout=30)
 caps = m.capabilities
-for c in ["IMAP4REV1", "IMAP4REV2", "STARTTLS", "AUTH=PLAIN", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"]:
+for c in ["IMAP4REV1", "IMAP4REV2", "STARTTLS", "AUTH=PLAIN", "SASL-IR", "LITERAL-", "ID", "ENABLE", "IDLE"]:
     check(c in caps, "pre-login CAPABILITY lacks " + c)
+# RFC 7888 section 5: never LITERAL+ and LITERAL- together.
+check("LITERAL+" not in caps, caps)
 # A wrong password: NO [AUTHENTICATIONFAILED], after the delay.
 try:
     m.login("joe", "wrong")
@@ -45,6 +47,7 @@ for c in ["NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED
     check(c in caps, "CAPABILITY lacks " + c)
 check(any(c.startswith("APPENDLIMIT=") for c in caps), caps)
 check("STARTTLS" not in caps and "LOGINDISABLED" not in caps, caps)
+check("LITERAL+" in caps and "LITERAL-" not in caps, caps)
 
 # NAMESPACE (RFC 2342) and ID (RFC 2971).
 typ, data = m.namespace()
