@@ -1010,7 +1010,7 @@ fn fetch_att(p: &mut Parser) -> PResult<FetchAtt> {
     Ok(att)
 }
 
-fn section(p: &mut Parser, binary: bool) -> PResult<Section> {
+pub fn section(p: &mut Parser, binary: bool) -> PResult<Section> {
     p.expect(b'[')?;
     let mut s = Section::default();
     loop {

@@ -16,8 +16,10 @@ use tracing::{info, warn};
 
 use crate::encode;
 use crate::ext::acl::{self, AclCommand};
+use crate::ext::catenate::{self, CatPart};
 use crate::ext::esearch::{self, compact_set, ReturnOptions};
 use crate::ext::list_extended::ListCommand;
+use crate::ext::multiappend::AppendData;
 use crate::ext::utf7;
 use crate::parse::{
     self, BodyKind, Command, FetchAtt, Search, SectionText, SeqSet, StatusItem, StoreOp,
@@ -462,6 +464,7 @@ impl Conn {
             "QUOTA=RES-STORAGE",
             "QUOTA=RES-MESSAGE",
             "MULTIAPPEND",
+            "CATENATE",
             "BINARY",
             "SORT",
             "SORT=DISPLAY",
@@ -1483,11 +1486,21 @@ impl Conn {
                     }
                 }
             }
-            if m.data.is_empty() {
+            let data = match m.data {
+                AppendData::Literal(d) => d,
+                AppendData::Catenate(parts) => match self.catenate(parts).await {
+                    Ok(d) => d,
+                    Err(status) => {
+                        self.tagged(tag, &status);
+                        return Ok(());
+                    }
+                },
+            };
+            if data.is_empty() {
                 self.tagged(tag, "NO [CANNOT] empty message");
                 return Ok(());
             }
-            batch.push((m.data, flags, m.date));
+            batch.push((data, flags, m.date));
         }
         let r = self.sess().append_many(&name, batch).await;
         match r {
@@ -1507,6 +1520,78 @@ impl Conn {
             Err(e) => self.tagged(tag, &store_error(&e)),
         }
         Ok(())
+    }
+
+    /// CATENATE (RFC 4469): the message its parts make, or the tagged status refusing it.
+    async fn catenate(&mut self, parts: Vec<CatPart>) -> Result<Vec<u8>, String> {
+        let limit = self.ctx.settings.max_message_size;
+        let mut out = Vec::new();
+        for part in parts {
+            let bytes = match part {
+                CatPart::Text(t) => t,
+                CatPart::Url(u) => self
+                    .url_bytes(&u)
+                    .await
+                    .map_err(|why| format!("NO [BADURL {}] {why}", catenate::resp_url(&u)))?,
+            };
+            if out.len() as u64 + bytes.len() as u64 > limit {
+                return Err(format!(
+                    "NO [TOOBIG] the catenated message is over the limit of {limit} octets"
+                ));
+            }
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// The bytes an IMAP URL in CATENATE names, from the user's own folders (or any folder
+    /// the user may read), checked against its UIDVALIDITY.
+    async fn url_bytes(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        let u = catenate::parse_url(url)?;
+        let session = self.sess();
+        if let Some(user) = &u.user {
+            if user != session.user() {
+                return Err("the URL names another user".into());
+            }
+        }
+        let folder = match &u.mailbox {
+            Some(raw) => {
+                let s = std::str::from_utf8(raw).map_err(|_| "mailbox is not UTF-8")?;
+                // RFC 5092 names mailboxes in UTF-8; modified UTF-7 is taken too.
+                let name = if s.contains('&') {
+                    utf7::decode(s).unwrap_or_else(|| s.to_owned())
+                } else {
+                    s.to_owned()
+                };
+                normalise_inbox(&name)
+            }
+            None => match &self.selected {
+                Some(sel) => sel.folder.name().to_owned(),
+                None => return Err("a relative URL needs a selected mailbox".into()),
+            },
+        };
+        let status = session
+            .status(&folder)
+            .await
+            .map_err(|_| "no such mailbox".to_string())?;
+        if u.uidvalidity.is_some_and(|v| v != status.uidvalidity) {
+            return Err("UIDVALIDITY does not match".into());
+        }
+        let data = session
+            .message_bytes(&folder, u.uid)
+            .await
+            .map_err(|_| "no such message".to_string())?;
+        let data = match &u.section {
+            None => data,
+            Some(sec) => {
+                let st = session
+                    .message_structure(&folder, u.uid)
+                    .await
+                    .map_err(|_| "no such message".to_string())?;
+                catenate::section_bytes(&data, &st, sec)
+            }
+        };
+        Ok(catenate::apply_partial(data, u.partial))
     }
 
     async fn acl(&mut self, tag: &str, a: AclCommand) -> Step {

@@ -43,3 +43,88 @@ check(t.startswith("a6 OK"), t)
 u, t = r.cmd("a7", "CAPABILITY")
 check(" LITERAL+ " in u[0] + " " and "LITERAL-" not in u[0], u)
 "#;
+
+#[test]
+fn catenate_builds_messages_from_text_and_urls() {
+    let dir = instance(&["joe", "bob"]);
+    // A small message size limit, so TOOBIG is quick to reach.
+    std::fs::create_dir_all(dir.path().join("config")).expect("config");
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "local.store.maxmessagesize = 20000\n",
+    )
+    .expect("msg.conf");
+    let server = Server::start(dir.path(), &["--auth-fail-delay-ms", "50"]);
+    run_python(server.addr, dir.path(), CATENATE, &[]);
+}
+
+const CATENATE: &str = r#"
+orig = (b"From: joe@example.com\r\nSubject: draft\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n"
+        b"--B--\r\n")
+m = login()
+typ, data = m.append("Drafts", None, None, orig)
+check(typ == "OK", data)
+typ, data = m.select("Drafts")
+uv = int(untagged(m, "UIDVALIDITY")[0])
+base = "/Drafts;UIDVALIDITY=%d/;UID=1" % uv
+
+r = Raw()
+u, t = r.cmd("a1", "LOGIN joe pw")
+check("CATENATE" in t, t)
+# RFC 4469's own example shape: header and a part by URL, new text between them.
+new_part = b"--B\r\nContent-Type: text/plain\r\n\r\nnew text\r\n"
+r.send(('a2 APPEND Drafts (\\Draft) CATENATE (URL "%s/;SECTION=HEADER" TEXT {%d}\r\n' % (base, len(new_part) + 5)).encode())
+check(r.line().startswith("+ "), "continuation for TEXT")
+tail = b"\r\n--B--\r\n"
+r.send(new_part + ('--B\r\n URL "%s/;SECTION=2.MIME" URL "%s/;SECTION=2" TEXT {%d+}\r\n' % (base, base, len(tail))).encode() + tail + b")\r\n")
+u, t = r.until("a2")
+check(re.match(r"a2 OK \[APPENDUID %d 2\]" % uv, t), t)
+hdr = orig[:orig.index(b"\r\n\r\n") + 4]
+part2 = b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==" 
+expected = hdr + new_part + b"--B\r\n" + b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b"AAECAw==" + tail
+m.noop()
+typ, data = m.uid("FETCH", "2", "(FLAGS BODY.PEEK[])")
+check(data[0][1] == expected, (data[0][1], expected))
+check(b"\\Draft" in data[0][0], data)
+
+# MULTIAPPEND with CATENATE: a URL relative to the selected folder, a partial range, and a
+# plain literal; one APPENDUID for both.
+u, t = r.cmd("b1", "SELECT Drafts")
+r.send('b2 APPEND INBOX CATENATE (URL ";UID=1/;SECTION=HEADER" URL ";UID=1/;SECTION=1/;PARTIAL=0.5" TEXT {2+}\r\n\r\n) {9+}\r\nSubject:x\r\n')
+u, t = r.until("b2")
+check(re.match(r"b2 OK \[APPENDUID \d+ 1:2\]", t), t)
+typ, data = m.select("INBOX")
+typ, data = m.uid("FETCH", "1", "(BODY.PEEK[])")
+check(data[0][1] == hdr + b"first\r\n", data)
+
+# BADURL: a wrong UIDVALIDITY, a missing message, another user's URL, a URL syntax error, a
+# relative URL without a selected folder. Nothing is appended, even the good message.
+bad = ["/Drafts;UIDVALIDITY=%d/;UID=1" % (uv + 1), "/Drafts/;UID=99", "imap://bob@localhost/INBOX/;UID=1",
+       "/Drafts/;UID=1/;URLAUTH=anonymous:internal:00", "/Nowhere/;UID=1"]
+for i, url in enumerate(bad):
+    r.send('c%d APPEND INBOX {9+}\r\nSubject:y CATENATE (URL "%s")\r\n' % (i, url))
+    u, t = r.until("c%d" % i)
+    check(t.startswith("c%d NO [BADURL %s]" % (i, url)), t)
+typ, data = m.status("INBOX", "(MESSAGES)")
+check(b"MESSAGES 2" in data[0], data)
+u, t = r.cmd("c8", "UNSELECT")
+u, t = r.cmd("c9", 'APPEND INBOX CATENATE (URL ";UID=1")')
+check(t.startswith("c9 NO [BADURL ;UID=1]"), t)
+# Grammar errors are BAD.
+u, t = r.cmd("d1", "APPEND INBOX CATENATE ()")
+check(t.startswith("d1 BAD"), t)
+u, t = r.cmd("d2", 'APPEND INBOX CATENATE (TEXT "quoted")')
+check(t.startswith("d2 BAD"), t)
+# TOOBIG: the parts together exceed the 20000-octet limit.
+big = b"Subject: big\r\n\r\n" + b"x" * 12000 + b"\r\n"
+typ, data = m.append("Drafts", None, None, big)
+check(typ == "OK", data)
+u, t = r.cmd("e1", 'APPEND INBOX CATENATE (URL "/Drafts/;UID=3" URL "/Drafts/;UID=3/;SECTION=TEXT")')
+check(t.startswith("e1 NO [TOOBIG]"), t)
+u, t = r.cmd("e2", 'APPEND INBOX CATENATE (URL "/Drafts/;UID=3" TEXT {1+}\r\nx)')
+check(t.startswith("e2 OK [APPENDUID"), t)
+m.logout()
+"#;

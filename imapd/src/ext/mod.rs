@@ -2,6 +2,7 @@
 //! leaves out, one file per extension, each tested on its own.
 
 pub mod acl;
+pub mod catenate;
 pub mod create_use;
 pub mod esearch;
 pub mod list_extended;

@@ -1,13 +1,21 @@
 //! APPEND with MULTIAPPEND (RFC 3502): one or more `[flags] [date-time] literal` after the
-//! mailbox name; literal8 (`~{n}`, RFC 3516 BINARY) is accepted.
+//! mailbox name; literal8 (`~{n}`, RFC 3516 BINARY) is accepted, and so is
+//! `CATENATE (...)` (RFC 4469) in place of the literal.
 
+use crate::ext::catenate::{self, CatPart};
 use crate::parse::{err, parse_date_time, PResult, Parser};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendData {
+    Literal(Vec<u8>),
+    Catenate(Vec<CatPart>),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendMessage {
     pub flags: Vec<String>,
     pub date: Option<i64>,
-    pub data: Vec<u8>,
+    pub data: AppendData,
 }
 
 /// Everything after `APPEND`: the mailbox and the messages.
@@ -30,10 +38,13 @@ pub fn parse(p: &mut Parser) -> PResult<(Vec<u8>, Vec<AppendMessage>)> {
             );
             p.sp()?;
         }
-        if !matches!(p.peek(), Some(b'{') | Some(b'~')) {
-            return err("APPEND needs a literal message");
-        }
-        let data = p.literal()?;
+        let data = if p.keyword("CATENATE") {
+            AppendData::Catenate(catenate::parse_parts(p)?)
+        } else if matches!(p.peek(), Some(b'{') | Some(b'~')) {
+            AppendData::Literal(p.literal()?)
+        } else {
+            return err("APPEND needs a literal message or CATENATE");
+        };
         msgs.push(AppendMessage { flags, date, data });
     }
     if msgs.is_empty() {
@@ -56,7 +67,7 @@ mod tests {
             vec![AppendMessage {
                 flags: vec!["\\Seen".into()],
                 date: Some(10),
-                data: b"hi".to_vec()
+                data: AppendData::Literal(b"hi".to_vec())
             }]
         );
         let mut p = Parser::new(b" Sent {1+}\r\na ~{1}\r\nb (\\Draft) {1}\r\nc");
@@ -65,5 +76,12 @@ mod tests {
         assert_eq!(v[2].flags, vec!["\\Draft".to_string()]);
         let mut p = Parser::new(b" INBOX");
         assert!(parse(&mut p).is_err());
+        let mut p = Parser::new(b" Drafts (\\Draft) CATENATE (TEXT {1}\r\nx) {1}\r\ny");
+        let (_, v) = parse(&mut p).unwrap();
+        assert_eq!(
+            v[0].data,
+            AppendData::Catenate(vec![CatPart::Text(b"x".to_vec())])
+        );
+        assert_eq!(v[1].data, AppendData::Literal(b"y".to_vec()));
     }
 }
