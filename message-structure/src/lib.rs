@@ -28,17 +28,27 @@ mod address;
 mod decode;
 mod header;
 mod mime;
+mod objectid;
 mod params;
 
 pub use decode::PREVIEW_MAX_CHARS;
+pub use objectid::{EmailId, EmailIdHasher, ThreadId, OBJECT_ID_LEN};
 
 /// Maximum MIME nesting depth (multipart and message/rfc822 levels counted
 /// together). Containers deeper than this are treated as opaque leaves.
 pub const MAX_DEPTH: usize = 64;
 
 /// Version byte prepended to the serialised form by
-/// [`MessageStructure::to_bytes`].
-pub const FORMAT_VERSION: u8 = 1;
+/// [`MessageStructure::to_bytes`]. Version 2 adds a trailer after the postcard body: the
+/// [`EmailId`] and [`ThreadId`] (12 bytes each), so a reader wanting only the ids takes the
+/// last 24 bytes without decoding the rest. Version 1 blobs (no ids) still decode.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The version before object ids; still read.
+const FORMAT_VERSION_1: u8 = 1;
+
+/// Length of the version 2 trailer.
+const TRAILER_LEN: usize = 2 * OBJECT_ID_LEN;
 
 /// Parameter list: `(attribute, value)` pairs in header order, raw bytes.
 pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
@@ -283,6 +293,12 @@ pub struct MessageStructure {
     pub cc_sort_key: Option<String>,
     /// Decoded display name of the first From address, else `mailbox@host`.
     pub display_from: Option<String>,
+    /// Content id (EMAILID, JMAP Email id), computed by [`MessageStructure::parse`]; None
+    /// for a structure read from a version 1 blob (made before ids existed): the caller
+    /// then computes it from the message with [`EmailId::of_message`]. Carried in the
+    /// blob's trailer, not in the postcard body.
+    #[serde(skip)]
+    pub email_id: Option<EmailId>,
 }
 
 fn first_mailbox(list: &[Address]) -> Option<&Address> {
@@ -378,24 +394,98 @@ impl MessageStructure {
             display_from: display_name(&envelope.from),
             envelope,
             body,
+            email_id: Some(EmailId::of_message(raw)),
         }
     }
 
-    /// Serialise with postcard, prefixed by [`FORMAT_VERSION`].
+    /// The Message-ID naming this message's thread: the first References id, else the
+    /// first In-Reply-To id, else its own Message-ID (without brackets). None when the
+    /// message names no id at all.
+    pub fn thread_root(&self) -> Option<Vec<u8>> {
+        self.references
+            .iter()
+            .find_map(|r| objectid::first_msgid(r))
+            .or_else(|| {
+                self.envelope
+                    .in_reply_to
+                    .as_deref()
+                    .and_then(objectid::first_msgid)
+            })
+            .or_else(|| {
+                self.envelope
+                    .message_id
+                    .as_deref()
+                    .and_then(objectid::first_msgid)
+            })
+    }
+
+    /// The thread id, given the message's email id (needed only when it names no
+    /// Message-ID; see [`MessageStructure::email_id`] for structures without one).
+    pub fn thread_id_with(&self, email: EmailId) -> ThreadId {
+        match self.thread_root() {
+            Some(root) => ThreadId::of_root(&root),
+            None => ThreadId::of_email(email),
+        }
+    }
+
+    /// Email and thread ids, when the structure carries its email id.
+    pub fn object_ids(&self) -> Option<(EmailId, ThreadId)> {
+        let e = self.email_id?;
+        Some((e, self.thread_id_with(e)))
+    }
+
+    /// Email and thread ids from a blob's trailer, without decoding the structure. None for
+    /// a version 1 blob or one too short to hold them.
+    pub fn object_ids_from_bytes(bytes: &[u8]) -> Option<(EmailId, ThreadId)> {
+        if bytes.first() != Some(&FORMAT_VERSION) || bytes.len() < 1 + TRAILER_LEN {
+            return None;
+        }
+        let t = &bytes[bytes.len() - TRAILER_LEN..];
+        let mut e = [0u8; OBJECT_ID_LEN];
+        let mut th = [0u8; OBJECT_ID_LEN];
+        e.copy_from_slice(&t[..OBJECT_ID_LEN]);
+        th.copy_from_slice(&t[OBJECT_ID_LEN..]);
+        Some((EmailId(e), ThreadId(th)))
+    }
+
+    /// Serialise with postcard, prefixed by [`FORMAT_VERSION`] and followed by the object
+    /// ids. A structure without an email id (read from a version 1 blob) is written in
+    /// version 1 form rather than with made-up ids.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
+        let ids = self.object_ids();
+        let mut out = vec![if ids.is_some() {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_1
+        }];
         // Serialising these plain data types into a Vec cannot fail.
         postcard::to_io(self, &mut out).expect("postcard serialisation into a Vec");
+        if let Some((e, t)) = ids {
+            out.extend_from_slice(&e.0);
+            out.extend_from_slice(&t.0);
+        }
         out
     }
 
-    /// Deserialise a blob written by [`MessageStructure::to_bytes`].
+    /// Deserialise a blob written by [`MessageStructure::to_bytes`] (either version).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StructureError> {
         let (&version, rest) = bytes.split_first().ok_or(StructureError::Empty)?;
-        if version != FORMAT_VERSION {
-            return Err(StructureError::UnsupportedVersion(version));
+        match version {
+            FORMAT_VERSION_1 => Ok(postcard::from_bytes(rest)?),
+            FORMAT_VERSION => {
+                let (mut st, trailer): (MessageStructure, &[u8]) = postcard::take_from_bytes(rest)?;
+                if trailer.len() != TRAILER_LEN {
+                    return Err(StructureError::Decode(
+                        postcard::Error::DeserializeUnexpectedEnd,
+                    ));
+                }
+                let mut e = [0u8; OBJECT_ID_LEN];
+                e.copy_from_slice(&trailer[..OBJECT_ID_LEN]);
+                st.email_id = Some(EmailId(e));
+                Ok(st)
+            }
+            other => Err(StructureError::UnsupportedVersion(other)),
         }
-        Ok(postcard::from_bytes(rest)?)
     }
 
     /// Look up a part by IMAP section number (`[1]`, `[1, 2]`, `[2, 1, 3]`).

@@ -23,6 +23,7 @@
 
 mod changes;
 mod notify;
+mod objectid;
 mod search;
 mod selected;
 mod types;
@@ -37,6 +38,7 @@ pub use message_structure::MessageStructure;
 pub use msgstore::FlagOp;
 pub use msgstore::{FolderStatus, Quota};
 pub use notify::Watcher;
+pub use objectid::{EmailId, EmailIndex, MessageCopy, ObjectIds, ThreadId};
 pub use search::SearchKey;
 pub use selected::StoreResult;
 pub use selected::{MessageMeta, SelectedFolder, Update};

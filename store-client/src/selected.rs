@@ -186,6 +186,11 @@ impl SelectedFolder {
         self.session.client.store().clone()
     }
 
+    /// The store and folder behind this view, for sibling modules (object ids).
+    pub(crate) fn backing(&self) -> (std::sync::Arc<Store>, MailboxName) {
+        (self.store(), self.name.clone())
+    }
+
     /// Flags, modseq, dates and sizes of messages, in the order asked. Messages expunged
     /// meanwhile are left out.
     pub async fn fetch_meta(&self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
