@@ -468,6 +468,7 @@ impl Conn {
             "BINARY",
             "SORT",
             "SORT=DISPLAY",
+            "ESORT",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             "STATUS=SIZE",
@@ -821,8 +822,11 @@ impl Conn {
                 self.copy(tag, uid, &set, &mailbox, true).await?
             }
             Command::Sort {
-                uid, criteria, key, ..
-            } => self.sort(tag, uid, &criteria, &key).await?,
+                uid,
+                ret,
+                criteria,
+                key,
+            } => self.sort(tag, uid, ret, &criteria, &key).await?,
             Command::Thread {
                 uid,
                 algorithm,
@@ -1873,6 +1877,7 @@ impl Conn {
         &mut self,
         tag: &str,
         uid: bool,
+        ret: Option<ReturnOptions>,
         criteria: &[(bool, parse::SortKey)],
         key: &Search,
     ) -> Step {
@@ -1888,13 +1893,29 @@ impl Conn {
         };
         let sorted = crate::order::sort(items, criteria);
         let f = &self.sel().folder;
-        let nums: Vec<String> = sorted
+        let nums: Vec<u32> = sorted
             .iter()
             .filter_map(|&u| if uid { Some(u) } else { f.seq_of(u) })
-            .map(|n| n.to_string())
             .collect();
-        let l = format!("* SORT {}", nums.join(" "));
-        self.line(l.trim_end());
+        match ret {
+            // ESORT (RFC 5267): an ESEARCH response in sort order.
+            Some(r) => {
+                if r.save {
+                    let mut v = sorted.clone();
+                    v.sort_unstable();
+                    self.saved = v;
+                }
+                if r.min || r.max || r.all || r.count {
+                    let l = esearch::sort_response(tag, uid, &r, &nums);
+                    self.line(&l);
+                }
+            }
+            None => {
+                let nums: Vec<String> = nums.iter().map(|n| n.to_string()).collect();
+                let l = format!("* SORT {}", nums.join(" "));
+                self.line(l.trim_end());
+            }
+        }
         self.updates(uid).await?;
         self.tagged(tag, "OK SORT completed");
         Ok(())

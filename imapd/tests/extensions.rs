@@ -128,3 +128,35 @@ u, t = r.cmd("e2", 'APPEND INBOX CATENATE (URL "/Drafts/;UID=3" TEXT {1+}\r\nx)'
 check(t.startswith("e2 OK [APPENDUID"), t)
 m.logout()
 "#;
+
+#[test]
+fn esort_answers_esearch_in_sort_order() {
+    let dir = instance(&["joe"]);
+    common::deliver_many(dir.path(), "joe", "INBOX", 6);
+    let server = Server::start(dir.path(), &[]);
+    run_python(server.addr, dir.path(), ESORT, &[]);
+}
+
+const ESORT: &str = r#"
+r = Raw()
+u, t = r.cmd("a1", "LOGIN joe pw")
+check(" ESORT" in t and "CONTEXT=SORT" not in t and "CONTEXT=SEARCH" not in t, t)
+u, t = r.cmd("a2", "SELECT INBOX")
+# Plain SORT is unchanged.
+u, t = r.cmd("a3", "SORT (REVERSE SUBJECT) UTF-8 ALL")
+check(u == ["* SORT 6 5 4 3 2 1"], u)
+# MIN and MAX are the first and last in sort order; ALL keeps the order.
+u, t = r.cmd("a4", "SORT RETURN (MIN MAX COUNT ALL) (REVERSE SUBJECT) UTF-8 ALL")
+check(u == ['* ESEARCH (TAG "a4") MIN 6 MAX 1 ALL 6:1 COUNT 6'], u)
+u, t = r.cmd("a5", "UID SORT RETURN () (REVERSE SUBJECT) UTF-8 NOT UID 3")
+check(u == ['* ESEARCH (TAG "a5") UID ALL 6:4,2:1'], u)
+u, t = r.cmd("a6", "UID SORT RETURN (COUNT MIN) (SUBJECT) UTF-8 FROM nobody")
+check(u == ['* ESEARCH (TAG "a6") UID COUNT 0'], u)
+# SAVE (SEARCHRES) from a SORT: the set, for later commands.
+u, t = r.cmd("a7", "SORT RETURN (SAVE) (SUBJECT) UTF-8 UID 2,5")
+check(u == [] and t.startswith("a7 OK"), (u, t))
+u, t = r.cmd("a8", "UID FETCH $ (UID)")
+check(u == ["* 2 FETCH (UID 2)", "* 5 FETCH (UID 5)"], u)
+u, t = r.cmd("a9", "SORT RETURN (BOGUS) (SUBJECT) UTF-8 ALL")
+check(t.startswith("a9 BAD"), t)
+"#;

@@ -1,5 +1,6 @@
 //! ESEARCH (RFC 4731) and SEARCHRES (RFC 5182): `SEARCH RETURN (MIN MAX ALL COUNT SAVE)`
-//! and the `* ESEARCH` response.
+//! and the `* ESEARCH` response; ESORT (RFC 5267): the same for `SORT RETURN (...)`, in sort
+//! order.
 
 use crate::parse::{err, PResult, Parser};
 
@@ -97,6 +98,60 @@ pub fn response(
     s
 }
 
+/// Numbers in the given order as a sequence set that keeps it: runs of consecutive
+/// ascending numbers as `a:b`, descending as `b:a`, the rest one by one (RFC 5267 3.2).
+pub fn ordered_set(nums: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let start = nums[i];
+        let mut j = i;
+        if nums.get(i + 1) == start.checked_add(1).as_ref() {
+            while nums.get(j + 1).copied() == nums[j].checked_add(1) {
+                j += 1;
+            }
+        } else if nums.get(i + 1) == start.checked_sub(1).as_ref() {
+            while nums.get(j + 1).copied() == nums[j].checked_sub(1) {
+                j += 1;
+            }
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j == i {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{}", nums[j]));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The `* ESEARCH` line answering `SORT RETURN (...)` (RFC 5267 3.2): MIN and MAX are the
+/// first and last in sort order, ALL keeps the sort order.
+pub fn sort_response(tag: &str, uid: bool, opts: &ReturnOptions, sorted: &[u32]) -> String {
+    let mut s = format!("* ESEARCH (TAG \"{tag}\")");
+    if uid {
+        s.push_str(" UID");
+    }
+    if let (Some(first), Some(last)) = (sorted.first(), sorted.last()) {
+        if opts.min {
+            s.push_str(&format!(" MIN {first}"));
+        }
+        if opts.max {
+            s.push_str(&format!(" MAX {last}"));
+        }
+        if opts.all {
+            s.push_str(&format!(" ALL {}", ordered_set(sorted)));
+        }
+    }
+    if opts.count {
+        s.push_str(&format!(" COUNT {}", sorted.len()));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +187,27 @@ mod tests {
             "* ESEARCH (TAG \"t\") COUNT 0"
         );
         assert_eq!(compact_set(&[4, 2, 3, 3]), "2:4");
+    }
+
+    #[test]
+    fn esort_line() {
+        assert_eq!(ordered_set(&[5, 6, 7, 3, 2, 9, 1]), "5:7,3:2,9,1");
+        assert_eq!(ordered_set(&[]), "");
+        assert_eq!(ordered_set(&[4]), "4");
+        let all = ReturnOptions {
+            min: true,
+            max: true,
+            all: true,
+            count: true,
+            save: false,
+        };
+        assert_eq!(
+            sort_response("s", true, &all, &[9, 3, 4, 1]),
+            "* ESEARCH (TAG \"s\") UID MIN 9 MAX 1 ALL 9,3:4,1 COUNT 4"
+        );
+        assert_eq!(
+            sort_response("s", false, &all, &[]),
+            "* ESEARCH (TAG \"s\") COUNT 0"
+        );
     }
 }
