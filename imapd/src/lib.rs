@@ -13,6 +13,7 @@ pub mod encode;
 pub mod ext;
 pub mod order;
 pub mod parse;
+pub mod qresync;
 mod session;
 
 use std::net::SocketAddr;

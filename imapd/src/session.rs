@@ -1225,18 +1225,9 @@ impl Conn {
                     .known_uids
                     .as_ref()
                     .map(|s| s.resolve(sel.folder.uidnext()));
-                let in_known = |u: u32| {
-                    known
-                        .as_ref()
-                        .is_none_or(|k| k.iter().any(|&(a, b)| a <= u && u <= b))
-                };
-                match sel.folder.vanished_since(q.modseq).await {
-                    Ok(v) => {
-                        let v: Vec<u32> = v.into_iter().filter(|&u| in_known(u)).collect();
-                        if !v.is_empty() {
-                            self.line(&format!("* VANISHED (EARLIER) {}", compact_set(&v)));
-                        }
-                    }
+                match vanished_earlier(&sel.folder, q.modseq, known.as_deref()).await {
+                    Ok(v) if !v.is_empty() => self.line(&format!("* VANISHED (EARLIER) {v}")),
+                    Ok(_) => {}
                     Err(e) => warn!("VANISHED for {name}: {e}"),
                 }
                 let uids = sel.folder.uids().to_vec();
@@ -2159,19 +2150,14 @@ impl Conn {
         }
         let uids = self.resolve(set, uid);
         if let (true, Some(cs)) = (vanished, changed_since) {
-            let v = self
-                .sel()
-                .folder
-                .vanished_since(cs)
-                .await
-                .unwrap_or_default();
-            let ranges = set.resolve(self.sel().folder.uidnext());
-            let v: Vec<u32> = v
-                .into_iter()
-                .filter(|&u| ranges.iter().any(|&(a, b)| a <= u && u <= b))
-                .collect();
-            if !v.is_empty() {
-                self.line(&format!("* VANISHED (EARLIER) {}", compact_set(&v)));
+            let ranges = match set {
+                SeqSet::Saved => compact_ranges(&self.saved),
+                _ => set.resolve(self.sel().folder.uidnext()),
+            };
+            match vanished_earlier(&self.sel().folder, cs, Some(&ranges)).await {
+                Ok(v) if !v.is_empty() => self.line(&format!("* VANISHED (EARLIER) {v}")),
+                Ok(_) => {}
+                Err(e) => warn!("VANISHED: {e}"),
             }
         }
         let sets_seen = atts.iter().any(|a| match a {
@@ -2467,6 +2453,42 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// The `VANISHED (EARLIER)` set for a client at `modseq` (empty when nothing vanished), within
+/// `known`; see `crate::qresync` for what is reported once compaction has dropped records.
+async fn vanished_earlier(
+    folder: &SelectedFolder,
+    modseq: u64,
+    known: Option<&[(u32, u32)]>,
+) -> Result<String, ClientError> {
+    if modseq >= folder.highest_modseq() {
+        return Ok(String::new());
+    }
+    let recorded = folder.vanished_since(0).await?;
+    let after = folder.vanished_since(modseq).await?;
+    // A recorded expunge at or below the client's modseq postdates the last compaction, so
+    // everything compaction dropped was expunged before the client's state.
+    let gaps_possible = recorded.len() == after.len();
+    let mut present: Vec<u32> = folder.uids().to_vec();
+    present.extend_from_slice(&recorded);
+    present.sort_unstable();
+    present.dedup();
+    let r =
+        crate::qresync::vanished_ranges(folder.uidnext(), known, &present, &after, gaps_possible);
+    Ok(crate::qresync::format_ranges(&r))
+}
+
+/// Ascending UIDs as ranges.
+fn compact_ranges(uids: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &u in uids {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
+            _ => out.push((u, u)),
+        }
+    }
+    out
 }
 
 /// Passwords in the clear only over TLS, from loopback, or where `service.allowplaintextauth`

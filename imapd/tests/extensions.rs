@@ -160,3 +160,89 @@ check(u == ["* 2 FETCH (UID 2)", "* 5 FETCH (UID 5)"], u)
 u, t = r.cmd("a9", "SORT RETURN (BOGUS) (SUBJECT) UTF-8 ALL")
 check(t.startswith("a9 BAD"), t)
 "#;
+
+/// Total size of every folder index under the instance (to see that compaction ran).
+fn index_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "store.idx") {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn vanished_earlier_survives_compaction() {
+    let dir = instance(&["joe"]);
+    common::deliver_many(dir.path(), "joe", "INBOX", 4200);
+    let server = Server::start(dir.path(), &[]);
+    let out = run_python(server.addr, dir.path(), VANISHED_BEFORE, &[]);
+    // Expunging more than 4096 records, over half the folder, compacts it: the expunged
+    // records (and their modseqs) are gone from the index.
+    let idx = index_bytes(dir.path());
+    assert!(
+        idx < 200 * 80 + 64 * 1024,
+        "index not compacted: {idx} bytes"
+    );
+    let state = out
+        .lines()
+        .find_map(|l| l.strip_prefix("STATE "))
+        .expect("state line");
+    run_python(
+        server.addr,
+        dir.path(),
+        VANISHED_AFTER,
+        &state.split(' ').collect::<Vec<_>>(),
+    );
+}
+
+const VANISHED_BEFORE: &str = r#"
+r = Raw()
+r.cmd("a1", "LOGIN joe pw")
+r.cmd("a2", "ENABLE QRESYNC")
+u, t = r.cmd("a3", "SELECT INBOX")
+uv = int(re.search(r"UIDVALIDITY (\d+)", " ".join(u)).group(1))
+ms = int(re.search(r"HIGHESTMODSEQ (\d+)", " ".join(u)).group(1))
+u, t = r.cmd("a4", "UID STORE 1:4100 +FLAGS.SILENT (\\Deleted)")
+check(t.startswith("a4 OK"), t)
+u, t = r.cmd("a5", "UID EXPUNGE 1:4100")
+check(u[0] == "* VANISHED 1:4100", u[:3])
+# One more expunge after the compaction: recorded with its modseq.
+r.cmd("a6", "UID STORE 4150 +FLAGS.SILENT (\\Deleted)")
+u, t = r.cmd("a7", "UID EXPUNGE 4150")
+check(u[0] == "* VANISHED 4150", u)
+u, t = r.cmd("a8", "NOOP")
+print("STATE %d %d" % (uv, ms))
+"#;
+
+const VANISHED_AFTER: &str = r#"
+uv, ms = int(extra[0]), int(extra[1])
+r = Raw()
+r.cmd("b1", "LOGIN joe pw")
+r.cmd("b2", "ENABLE QRESYNC")
+# The client last saw the folder before the expunges: all of them are reported, though
+# compaction dropped the records of 1:4100.
+u, t = r.cmd("b3", "SELECT INBOX (QRESYNC (%d %d))" % (uv, ms))
+check("* VANISHED (EARLIER) 1:4100,4150" in u, u[:5])
+check("* 99 EXISTS" in u, u[:5])
+hms = int(re.search(r"HIGHESTMODSEQ (\d+)", " ".join(u)).group(1))
+# Within the client's known UIDs only.
+u, t = r.cmd("b4", "SELECT INBOX (QRESYNC (%d %d 4000:4200))" % (uv, ms))
+check("* VANISHED (EARLIER) 4000:4100,4150" in u, u[:5])
+u, t = r.cmd("b5", "SELECT INBOX (QRESYNC (%d %d 1:4000000000))" % (uv, ms))
+check("* VANISHED (EARLIER) 1:4100,4150" in u, u[:5])
+# A client that is up to date hears nothing.
+u, t = r.cmd("b6", "SELECT INBOX (QRESYNC (%d %d))" % (uv, hms))
+check(not any("VANISHED" in l for l in u), u)
+# UID FETCH ... (CHANGEDSINCE m VANISHED) says the same for its UID set.
+u, t = r.cmd("b7", "UID FETCH 4090:4160 (FLAGS) (CHANGEDSINCE %d VANISHED)" % ms)
+check(u[0] == "* VANISHED (EARLIER) 4090:4100,4150", u)
+check(t.startswith("b7 OK"), t)
+"#;
