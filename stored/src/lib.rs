@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod periodic;
 pub mod ready;
+pub mod rebuild;
 pub mod recovery;
 pub mod snapshot;
 pub mod wal;

@@ -156,6 +156,8 @@ pub fn restore_peruser(
     let mut c = open(db.path()).map_err(|e| e.to_string())?;
     let inboxes = db.list_all().map_err(|e| e.to_string())?;
     let mut restored = 0;
+    // One transaction for every user: one commit, not one per user.
+    let tx = c.transaction().map_err(|e| e.to_string())?;
     for e in inboxes {
         let Some(user) = e
             .name
@@ -181,7 +183,6 @@ pub fn restore_peruser(
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        let tx = c.transaction().map_err(|e| e.to_string())?;
         tx.execute("DELETE FROM subscription WHERE userid = ?1", [user])
             .map_err(|e| e.to_string())?;
         tx.execute("DELETE FROM peruser WHERE userid = ?1", [user])
@@ -212,9 +213,9 @@ pub fn restore_peruser(
                 _ => {}
             }
         }
-        tx.commit().map_err(|e| e.to_string())?;
         restored += 1;
     }
+    tx.commit().map_err(|e| e.to_string())?;
     Ok(restored)
 }
 

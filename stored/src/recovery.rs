@@ -310,20 +310,22 @@ pub fn startup(
 
     let db = MailboxDb::open(&paths.dbdir).map_err(RecoveryError::Open)?;
     if out.rebuilt {
-        let (added, mut problems) = match bulk_insert_folders(&paths.db, partitions) {
-            Ok(r) => r,
-            Err(e) => (0, vec![e]),
+        let t = Instant::now();
+        let scan = crate::rebuild::scan(partitions);
+        let scanned = t.elapsed();
+        let (added, roots, mut problems) = match crate::rebuild::write(&paths.db, scan) {
+            Ok(r) => (r.folders, r.quota_roots, r.problems),
+            Err(e) => (0, 0, vec![e]),
         };
-        let q = reconstruct::db::fix_quotas(&db, partitions, None, false);
-        if q.failures > 0 {
-            problems.push(format!(
-                "quota usage of {} root(s) could not be recomputed: run reconstruct -q",
-                q.failures
-            ));
-        }
         if let Err(e) = crate::periodic::restore_peruser(&db, partitions, None) {
             problems.push(format!("Cannot restore per-user data: {e}"));
         }
+        info!(
+            facility = "Store",
+            "Rebuild: folders read in {} ms, database written in {} ms ({roots} quota root(s))",
+            scanned.as_millis(),
+            (t.elapsed() - scanned).as_millis()
+        );
         for p in problems.iter().take(20) {
             warn!(facility = "Store", "rebuild: {p}");
         }
@@ -575,89 +577,6 @@ fn walk_user(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Enter every folder directory of the spool into an empty database in one transaction (what
-/// `reconstruct -m` does one folder at a time), with the rights index. Returns the number of
-/// folders entered and the directories left alone.
-pub fn bulk_insert_folders(
-    db: &Path,
-    partitions: &BTreeMap<String, PathBuf>,
-) -> Result<(usize, Vec<String>), String> {
-    use msgstore::folder::{IDX, META};
-    let mut c = crate::periodic::open(db).map_err(|e| e.to_string())?;
-    let tx = c.transaction().map_err(|e| e.to_string())?;
-    let mut added = 0;
-    let mut problems = Vec::new();
-    for (pname, ppath) in partitions {
-        let mut fail = None;
-        let walk = crate::erase::each_folder(ppath, &mut |dir| {
-            if fail.is_some() || !(dir.join(IDX).exists() || dir.join(META).exists()) {
-                return;
-            }
-            let Some(name) = msgstore::layout::name_from_dir(ppath, dir) else {
-                problems.push(format!(
-                    "Folder directory {} does not name a valid mailbox; left alone",
-                    dir.display()
-                ));
-                return;
-            };
-            if msgstore::layout::folder_dir(ppath, &name) != dir {
-                problems.push(format!(
-                    "Folder directory {} is not where {name} belongs; left alone",
-                    dir.display()
-                ));
-                return;
-            }
-            let e = reconstruct::db::entry_from_dir(&name, pname, dir);
-            let r = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO mailbox (name, owner, partition, uidvalidity, specialuse, acl, quotaroot, created)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .and_then(|mut st| {
-                    st.execute(rusqlite::params![
-                        e.name,
-                        e.owner,
-                        e.partition,
-                        e.uidvalidity as i64,
-                        e.special_use,
-                        e.acl,
-                        e.quota_root,
-                        e.created
-                    ])
-                })
-                .and_then(|_| {
-                    // The rights index as MailboxDb::set_acl keeps it.
-                    for line in e.acl.lines() {
-                        if let Some((ident, rights)) = line.split_once('\t') {
-                            if ident != e.owner && rights.contains('l') {
-                                tx.prepare_cached(
-                                    "INSERT OR IGNORE INTO lright (identifier, mailbox) VALUES (?1, ?2)",
-                                )?
-                                .execute([ident, e.name.as_str()])?;
-                            }
-                        }
-                    }
-                    Ok(())
-                });
-            match r {
-                Ok(()) => added += 1,
-                Err(err) => fail = Some(format!("cannot enter {name}: {err}")),
-            }
-        });
-        if let Err(e) = walk {
-            problems.push(format!(
-                "Could not read partition {pname} ({}): {e}",
-                ppath.display()
-            ));
-        }
-        if let Some(f) = fail {
-            return Err(f);
-        }
-    }
-    tx.commit().map_err(|e| e.to_string())?;
-    Ok((added, problems))
 }
 
 /// What a resync did.

@@ -491,3 +491,58 @@ fn started_as_root_stored_runs_as_the_server_user() {
     inst.wait_log("running as user nobody", 10);
     assert_eq!(s.stop(), Some(0));
 }
+
+/// With no snapshot at all, the database built from the folders before readiness carries
+/// each quota root's usage, the rights index and a UIDVALIDITY counter past every folder's,
+/// written in one pass (no settling pause per root: nothing else runs before readiness).
+#[test]
+fn rebuild_without_snapshot_restores_usage_rights_and_uidvalidity() {
+    let inst = Instance::new(FAST);
+    let mut delivered = Vec::new();
+    for u in ["joe", "ann", "bob", "eve"] {
+        delivered.extend(deliver(inst.root(), u, &["Work", "Work/2026"], 2));
+    }
+    let (usage, max_uv) = {
+        let store = msgstore::Store::open(inst.root()).unwrap();
+        let n = msgstore::MailboxName::parse("user/joe/Work").unwrap();
+        store.set_acl(&n, "ann", "lr").unwrap();
+        let usage: Vec<(u64, u64)> = ["joe", "ann", "bob", "eve"]
+            .iter()
+            .map(|u| {
+                let q = store.quota(&format!("user/{u}")).unwrap();
+                (q.storage_used, q.messages_used)
+            })
+            .collect();
+        let max_uv = store
+            .db()
+            .list_all()
+            .unwrap()
+            .iter()
+            .map(|e| e.uidvalidity)
+            .max();
+        (usage, max_uv.unwrap())
+    };
+    assert_eq!(usage[0].1, 6);
+    let len = std::fs::metadata(inst.db()).unwrap().len();
+    scramble(&inst.db(), 0, len as usize, 5);
+    let s = inst.start(&[]);
+    let log = inst.wait_log("Rebuilt the mailbox database from the folders", 10);
+    assert!(log.contains("No usable snapshot"), "{log}");
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    for (u, want) in ["joe", "ann", "bob", "eve"].iter().zip(&usage) {
+        let q = store.quota(&format!("user/{u}")).unwrap();
+        assert_eq!((q.storage_used, q.messages_used), *want, "{u}");
+    }
+    assert_eq!(
+        store.db().rights_index("ann").unwrap(),
+        vec!["user/joe/Work".to_owned()]
+    );
+    let ann = msgstore::UserName::new("ann").unwrap();
+    let fresh = msgstore::MailboxName::for_user(&ann, "Fresh").unwrap();
+    store.create_mailbox(&fresh, None, None).unwrap();
+    let uv = store.db().get(fresh.as_str()).unwrap().unwrap().uidvalidity;
+    assert!(uv > max_uv, "new UIDVALIDITY {uv} not past {max_uv}");
+    assert_readable(inst.root(), &delivered);
+    drop(store);
+    assert_eq!(s.stop(), Some(0));
+}
