@@ -123,16 +123,6 @@ fn redacted_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn body_record(out: &mut Vec<u8>, body: &[u8]) {
-    let n = body.len().min(BODY_LIMIT);
-    out.extend_from_slice(&body[..n]);
-    if body.len() > n {
-        out.extend_from_slice(
-            format!("\r\n[{} more bytes not recorded]\r\n", body.len() - n).as_bytes(),
-        );
-    }
-}
-
 /// The login form with its password replaced.
 fn redact_login(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -166,24 +156,78 @@ fn too_large(path: &str) -> Response {
     )
 }
 
-/// Buffers the request body (bounded), runs the request, and records both sides when the
-/// connection's user is captured.
+/// What a body carried: its first [`BODY_LIMIT`] bytes and its length.
+#[derive(Default)]
+struct Seen {
+    head: Vec<u8>,
+    total: usize,
+}
+
+impl Seen {
+    fn push(&mut self, chunk: &[u8]) {
+        let room = BODY_LIMIT.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.total += chunk.len();
+    }
+
+    fn record(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        if self.total > self.head.len() {
+            out.extend_from_slice(
+                format!(
+                    "\r\n[{} more bytes not recorded]\r\n",
+                    self.total - self.head.len()
+                )
+                .as_bytes(),
+            );
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn seen(s: &Shared) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `body` as it streams, its first bytes noted in `into`: a request or response is never
+/// held whole for the capture's sake.
+fn tee(body: Body, into: Shared) -> Body {
+    use futures_util::StreamExt;
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            seen(&into).push(c);
+        }
+        chunk
+    }))
+}
+
+/// Writes a response's record once its body has been sent (or dropped).
+struct ResponseRecord {
+    capture: ConnCapture,
+    head: Vec<u8>,
+    body: Shared,
+}
+
+impl Drop for ResponseRecord {
+    fn drop(&mut self) {
+        let mut out = std::mem::take(&mut self.head);
+        seen(&self.body).record(&mut out);
+        self.capture.write(telemetry::Direction::Server, &out);
+    }
+}
+
+/// Runs the request with its body streamed through (the login form, small and in need of
+/// redaction, is read first), and records both sides when the connection's user is
+/// captured.
 pub(crate) async fn record(
     State(ctx): State<Arc<HttpContext>>,
     req: Request,
     next: Next,
 ) -> Response {
     let conn = req.extensions().get::<ConnInfo>().cloned();
-    let limit = ctx
-        .settings
-        .max_size_request
-        .max(ctx.settings.max_size_upload);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return too_large(&path),
-    };
     let mut head = format!(
         "{} {} {:?}\r\n",
         parts.method,
@@ -196,13 +240,18 @@ pub(crate) async fn record(
     )
     .into_bytes();
     redacted_headers(&mut head, &parts.headers);
-    if path == "/login" {
-        body_record(&mut head, &redact_login(&body));
+    let request_body: Shared = Arc::default();
+    let body = if path == "/login" {
+        let body = match axum::body::to_bytes(body, ctx.settings.max_size_request).await {
+            Ok(b) => b,
+            Err(_) => return too_large(&path),
+        };
+        seen(&request_body).push(&redact_login(&body));
+        Body::from(body)
     } else {
-        body_record(&mut head, &body);
-    }
-    let req = Request::from_parts(parts, Body::from(body));
-    let resp = next.run(req).await;
+        tee(body, request_body.clone())
+    };
+    let resp = next.run(Request::from_parts(parts, body)).await;
     let Some(conn) = conn else { return resp };
     if let Some(CaptureUser(user)) = resp.extensions().get::<CaptureUser>() {
         conn.capture.start(&ctx.root, user);
@@ -210,6 +259,8 @@ pub(crate) async fn record(
     if !conn.capture.active() {
         return resp;
     }
+    // The handler has finished with the request body: what it read is what was recorded.
+    seen(&request_body).record(&mut head);
     conn.capture.write(telemetry::Direction::Client, &head);
     let (parts, body) = resp.into_parts();
     let mut out = format!("HTTP/1.1 {}\r\n", parts.status).into_bytes();
@@ -223,19 +274,30 @@ pub(crate) async fn record(
         conn.capture.write(telemetry::Direction::Server, &out);
         return Response::from_parts(parts, body);
     }
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            warn!("response body could not be read for capture: {e}");
-            return json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({"type": "about:blank", "status": 500, "detail": "response failed"}),
-            );
-        }
+    let (mut parts, body) = (parts, body);
+    // A streamed body has no length of its own: keep the one the response had.
+    if let Some(len) = axum::body::HttpBody::size_hint(&body).exact() {
+        parts
+            .headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert(axum::http::HeaderValue::from(len));
+    }
+    let shared: Shared = Arc::default();
+    let record = ResponseRecord {
+        capture: conn.capture.clone(),
+        head: out,
+        body: shared.clone(),
     };
-    body_record(&mut out, &bytes);
-    conn.capture.write(telemetry::Direction::Server, &out);
-    Response::from_parts(parts, Body::from(bytes))
+    use futures_util::StreamExt;
+    let stream = body.into_data_stream().map(move |chunk| {
+        // Owned by the stream: dropped, and so written, when the body is done.
+        let _record = &record;
+        if let Ok(c) = &chunk {
+            seen(&shared).push(c);
+        }
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 #[cfg(test)]

@@ -76,8 +76,14 @@ pub struct HttpContext {
     pub(crate) client: StoreClient,
     pub(crate) settings: Settings,
     pub(crate) auth: auth::Auth,
-    pub(crate) blobs: jmap::blob::BlobStore,
+    pub(crate) blobs: Arc<jmap::blob::BlobStore>,
     pub(crate) assets: assets::Assets,
+    /// `maxConcurrentRequests`, per account.
+    pub(crate) requests: jmap::limits::Slots,
+    /// `maxConcurrentUpload`, per account.
+    pub(crate) uploads: jmap::limits::Slots,
+    /// EmailSubmission records kept per user.
+    pub(crate) submissions: jmap::submission::Journal,
 }
 
 impl HttpContext {
@@ -91,8 +97,11 @@ impl HttpContext {
             root: root.to_path_buf(),
             client,
             auth: auth::Auth::new(&settings),
-            blobs: jmap::blob::BlobStore::new(settings.max_size_upload),
+            blobs: Arc::new(jmap::blob::BlobStore::open(root, settings.max_size_upload)),
             assets: assets::Assets::new(),
+            requests: jmap::limits::Slots::new(jmap::MAX_CONCURRENT_REQUESTS),
+            uploads: jmap::limits::Slots::new(jmap::MAX_CONCURRENT_UPLOAD),
+            submissions: jmap::submission::Journal::new(root),
             settings,
         })
     }

@@ -366,11 +366,11 @@ fn compression_static_and_dynamic_follow_their_own_switch() {
 /// resource, invalid ids, and path traversal in asset URLs: each its own error, never a 500.
 #[test]
 fn bad_input_gets_the_error_it_calls_for() {
-    let dir = instance(&["joe"], "");
+    let dir = instance(&["joe", "bob"], "");
     deliver(dir.path(), "joe", "INBOX", &[msg(1, "hello")]);
     let server = Server::start(
         dir.path(),
-        &["--max-size-request", "4096", "--max-size-upload", "8192"],
+        &["--max-size-request", "65536", "--max-size-upload", "8192"],
     );
     let session = server.curl(&["-u", "joe:pw"], "/jmap/session").json();
     let core = &session["capabilities"]["urn:ietf:params:jmap:core"];
@@ -379,7 +379,7 @@ fn bad_input_gets_the_error_it_calls_for() {
     let max_calls = core["maxCallsInRequest"]
         .as_u64()
         .expect("maxCallsInRequest") as usize;
-    assert_eq!((max_request, max_upload), (4096, 8192));
+    assert_eq!((max_request, max_upload), (65536, 8192));
 
     let problem = |r: &Resp, kind: &str| {
         assert_ne!(r.status, 500);
@@ -519,6 +519,8 @@ fn bad_input_gets_the_error_it_calls_for() {
         assert_eq!(r.status, 404, "{blob}");
     }
 
+    session_limits_are_enforced(&server, dir.path(), core);
+
     // Authentication.
     assert_eq!(server.curl(&[], "/jmap/session").status, 401);
     assert_eq!(
@@ -580,6 +582,242 @@ fn bad_input_gets_the_error_it_calls_for() {
         "/login",
     );
     assert_eq!(r.status, 400);
+}
+
+/// Opens a connection that sends a request's head and the start of its body, then holds.
+fn hold_request(addr: SocketAddr, path: &str, user_pass_b64: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {user_pass_b64}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"using\": "
+    )
+    .expect("request head");
+    s.flush().expect("flush");
+    s
+}
+
+/// Polls `f` until it returns true, for up to 10 seconds.
+fn eventually(what: &str, f: &mut dyn FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The core limits of the session resource really refuse (RFC 8620 2, 3.6.1, 5.1, 5.3,
+/// 6.1): maxObjectsInGet and maxObjectsInSet for every type, maxSizeRequest and
+/// maxSizeUpload while a body streams (no Content-Length), maxConcurrentRequests and
+/// maxConcurrentUpload per account (held open by bodies that stop half way). Uploads live
+/// in files under data/http/uploads/<user>/, partial ones are removed, expired ones are gone.
+fn session_limits_are_enforced(server: &Server, root: &Path, core: &Value) {
+    let max_get = core["maxObjectsInGet"].as_u64().expect("maxObjectsInGet") as usize;
+    let max_set = core["maxObjectsInSet"].as_u64().expect("maxObjectsInSet") as usize;
+    let max_requests = core["maxConcurrentRequests"]
+        .as_u64()
+        .expect("maxConcurrentRequests") as usize;
+    let max_uploads = core["maxConcurrentUpload"]
+        .as_u64()
+        .expect("maxConcurrentUpload") as usize;
+    let max_request = core["maxSizeRequest"].as_u64().expect("maxSizeRequest") as usize;
+    let max_upload = core["maxSizeUpload"].as_u64().expect("maxSizeUpload") as usize;
+
+    // Objects per call: at the limit answered, one past it refused, for each kind of call.
+    let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("x{i}")).collect() };
+    let r = server.api(json!([
+        ["Email/get", {"accountId": "joe", "ids": ids(max_get), "properties": ["id"]}, "0"],
+        ["Email/get", {"accountId": "joe", "ids": ids(max_get + 1)}, "1"],
+        ["EmailSubmission/get", {"accountId": "joe", "ids": ids(max_get + 1)}, "2"],
+        ["Mailbox/get", {"accountId": "joe", "ids": ids(max_get + 1)}, "3"],
+    ]));
+    assert_eq!(
+        method(&r, 0, "Email/get")["notFound"]
+            .as_array()
+            .map(Vec::len),
+        Some(max_get)
+    );
+    for e in &r[1..4] {
+        assert_eq!(e[0], "error", "{e}");
+        assert_eq!(e[1]["type"], "requestTooLarge", "{e}");
+    }
+    let r = server.api(json!([
+        ["Email/set", {"accountId": "joe", "destroy": ids(max_set)}, "0"],
+        ["Email/set", {"accountId": "joe", "destroy": ids(max_set + 1)}, "1"],
+        ["Mailbox/set", {"accountId": "joe", "destroy": ids(max_set + 1)}, "2"],
+        ["EmailSubmission/set", {"accountId": "joe", "destroy": ids(max_set + 1)}, "3"],
+    ]));
+    assert_eq!(
+        method(&r, 0, "Email/set")["notDestroyed"]
+            .as_object()
+            .map(|o| o.len()),
+        Some(max_set)
+    );
+    for e in &r[1..4] {
+        assert_eq!(e[1]["type"], "requestTooLarge", "{e}");
+    }
+
+    // Sizes while streaming: chunked bodies carry no Content-Length to refuse up front.
+    let big = std::env::temp_dir().join(format!("mshttpd-big-{}", std::process::id()));
+    let body = json!({"using": JMAP_USING, "methodCalls": [
+        ["Core/echo", {"pad": "x".repeat(max_request)}, "0"]]})
+    .to_string();
+    std::fs::write(&big, body).expect("write");
+    let chunked = |path: &str| {
+        server.curl(
+            &[
+                "-u",
+                "joe:pw",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &format!("@{}", big.display()),
+            ],
+            path,
+        )
+    };
+    let r = chunked("/jmap/api");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["limit"], "maxSizeRequest");
+    let uploads = root.join("data/http/uploads/joe");
+    let before = files_in(&uploads);
+    assert!(max_upload < max_request);
+    let r = chunked("/jmap/upload/joe/");
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["type"], "urn:ietf:params:jmap:error:limit");
+    assert_eq!(r.json()["limit"], "maxSizeUpload");
+    assert_eq!(
+        files_in(&uploads),
+        before,
+        "the refused upload left nothing"
+    );
+    let _ = std::fs::remove_file(&big);
+
+    // An upload is a file of its own; it downloads as it was, until it expires.
+    let data: String = (0..max_upload)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let up = server.curl(
+        &[
+            "-u",
+            "joe:pw",
+            "--data-binary",
+            &data,
+            "-H",
+            "Content-Type: text/plain",
+        ],
+        "/jmap/upload/joe/",
+    );
+    assert_eq!(up.status, 201);
+    let blob = up.json()["blobId"].as_str().expect("blobId").to_owned();
+    assert_eq!(up.json()["size"], max_upload);
+    let file = uploads.join(blob.trim_start_matches('U'));
+    assert_eq!(std::fs::read(&file).expect("upload file"), data.as_bytes());
+    let dl = server.curl(
+        &["-u", "joe:pw"],
+        &format!("/jmap/download/joe/{blob}/a.txt"),
+    );
+    assert_eq!(dl.status, 200);
+    assert_eq!(dl.body, data.as_bytes());
+    assert_eq!(
+        dl.header("content-length"),
+        Some(max_upload.to_string().as_str())
+    );
+    // Another account cannot fetch it by id.
+    let other = server.curl(
+        &["-u", "bob:pw"],
+        &format!("/jmap/download/bob/{blob}/a.txt"),
+    );
+    assert_eq!(other.status, 404);
+    let aged = Command::new("touch")
+        .args(["-m", "-d", "2 hours ago"])
+        .arg(&file)
+        .status()
+        .expect("touch");
+    assert!(aged.success());
+    let dl = server.curl(
+        &["-u", "joe:pw"],
+        &format!("/jmap/download/joe/{blob}/a.txt"),
+    );
+    assert_eq!(dl.status, 404, "an upload older than an hour has expired");
+    let r = server.api(json!([["Email/import", {"accountId": "joe", "emails": {"i": {"blobId": blob, "mailboxIds": {}}}}, "0"]]));
+    assert_eq!(
+        method(&r, 0, "Email/import")["notCreated"]["i"]["type"],
+        "blobNotFound",
+        "{}",
+        r[0]
+    );
+
+    // Concurrent requests per account: held open by unfinished bodies.
+    let joe = "am9lOnB3"; // joe:pw
+    let mut held: Vec<TcpStream> = (0..max_requests)
+        .map(|_| hold_request(server.addr, "/jmap/api", joe))
+        .collect();
+    let echo = json!({"using": JMAP_USING, "methodCalls": [["Core/echo", {}, "0"]]}).to_string();
+    let mut refused = None;
+    eventually("maxConcurrentRequests to refuse", &mut || {
+        let r = server.api_raw(&echo, &[]);
+        let hit = r.status == 429;
+        refused = Some(r);
+        hit
+    });
+    let r = refused.expect("response");
+    assert_eq!(r.json()["type"], "urn:ietf:params:jmap:error:limit");
+    assert_eq!(r.json()["limit"], "maxConcurrentRequests");
+    // The limit is per account: bob is served meanwhile.
+    let bob = server.curl(
+        &[
+            "-u",
+            "bob:pw",
+            "--data-binary",
+            &echo,
+            "-H",
+            "Content-Type: application/json",
+        ],
+        "/jmap/api",
+    );
+    assert_eq!(bob.status, 200);
+    // One held request gone, the next one is served.
+    held.pop();
+    eventually("a request slot to come back", &mut || {
+        server.api_raw(&echo, &[]).status == 200
+    });
+    drop(held);
+
+    // Concurrent uploads per account, the same way; each has its partial file meanwhile.
+    let held: Vec<TcpStream> = (0..max_uploads)
+        .map(|_| hold_request(server.addr, "/jmap/upload/joe/", joe))
+        .collect();
+    let mut refused = None;
+    eventually("maxConcurrentUpload to refuse", &mut || {
+        let r = server.curl(&["-u", "joe:pw", "--data-binary", "x"], "/jmap/upload/joe/");
+        let hit = r.status == 429;
+        refused = Some(r);
+        hit
+    });
+    let r = refused.expect("response");
+    assert_eq!(r.json()["limit"], "maxConcurrentUpload");
+    let partial = |name: &String| name.ends_with(".part");
+    eventually("partial upload files", &mut || {
+        files_in(&uploads).iter().filter(|n| partial(n)).count() == max_uploads
+    });
+    drop(held);
+    eventually("partial uploads to be removed", &mut || {
+        !files_in(&uploads).iter().any(partial)
+    });
+    let r = server.curl(&["-u", "joe:pw", "--data-binary", "x"], "/jmap/upload/joe/");
+    assert_eq!(r.status, 201, "upload slots came back");
 }
 
 /// The login form's cookies (HttpOnly session, readable CSRF token, SameSite=Strict), the

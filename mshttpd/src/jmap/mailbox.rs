@@ -273,23 +273,32 @@ fn filter_matches(f: &Folder, all: &[Folder], filter: &Map<String, Value>) -> MR
     Ok(true)
 }
 
-/// Mailbox/query (filter parentId, name, role, hasAnyRole, isSubscribed; sort name,
-/// sortOrder).
-pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
-    req.account(&args)?;
-    let folders = req.folders().await?;
-    let filter = match args.get("filter") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(o)) => o.clone(),
-        Some(_) => {
-            return Err(MethodError::InvalidArguments(
-                "filter must be an object".into(),
-            ))
-        }
-    };
+fn filter_of(args: &Map<String, Value>) -> MResult<Map<String, Value>> {
+    match args.get("filter") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(o)) => Ok(o.clone()),
+        Some(_) => Err(MethodError::InvalidArguments(
+            "filter must be an object".into(),
+        )),
+    }
+}
+
+/// Whether a filter (at any depth) looks at `parentId`, which depends on other folders.
+fn uses_parent(filter: &Map<String, Value>) -> bool {
+    filter.contains_key("parentId")
+        || filter
+            .get("conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().filter_map(Value::as_object).any(uses_parent))
+}
+
+/// The folders a Mailbox/query selects, in its order (filter parentId, name, role,
+/// hasAnyRole, isSubscribed; sort name, sortOrder).
+fn query_list(folders: &[Folder], args: &Map<String, Value>) -> MResult<Vec<Folder>> {
+    let filter = filter_of(args)?;
     let mut matched = Vec::new();
-    for f in &folders {
-        if filter_matches(f, &folders, &filter)? {
+    for f in folders {
+        if filter_matches(f, folders, &filter)? {
             matched.push(f.clone());
         }
     }
@@ -310,6 +319,14 @@ pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResul
             }
         }
     }
+    Ok(matched)
+}
+
+/// Mailbox/query.
+pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let folders = req.folders().await?;
+    let matched = query_list(&folders, &args)?;
     let total = matched.len();
     let position = super::arg_uint(&args, "position")?.unwrap_or(0) as usize;
     let limit = super::arg_uint(&args, "limit")?.map(|l| l as usize);
@@ -322,12 +339,72 @@ pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResul
     let mut out = json!({
         "accountId": req.user,
         "queryState": ids::state_of(&folders),
-        "canCalculateChanges": false,
+        "canCalculateChanges": true,
         "position": position.min(total),
         "ids": ids,
     });
     if arg_bool(&args, "calculateTotal")? {
         out["total"] = json!(total);
+    }
+    Ok(out)
+}
+
+/// Mailbox/queryChanges (RFC 8620 5.6). Every filter and sort here looks only at a folder's
+/// name, role and subscription, which the state string carries a checksum of; so a folder
+/// whose checksum is unchanged kept its place relative to the others, and only folders
+/// created, destroyed, renamed or (un)subscribed since `sinceQueryState` are reported
+/// (removed if they were there before, added with their index if they match now). A
+/// `parentId` filter also depends on which folders exist, so when any was created or
+/// destroyed, every folder with a parent is reported as well.
+pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
+    req.account(&args)?;
+    let since = arg_str(&args, "sinceQueryState")?
+        .ok_or_else(|| MethodError::InvalidArguments("sinceQueryState is required".into()))?
+        .to_owned();
+    let old = parse_state(&since).ok_or(MethodError::CannotCalculateChanges)?;
+    let folders = req.folders().await?;
+    let matched = query_list(&folders, &args)?;
+    let now = ids::state_map(&folders);
+    let mut changed: std::collections::HashSet<u32> = now
+        .iter()
+        .filter(|(uv, st)| old.get(uv).is_none_or(|o| o.name_sum != st.name_sum))
+        .map(|(uv, _)| *uv)
+        .collect();
+    let appeared_or_vanished =
+        now.keys().any(|uv| !old.contains_key(uv)) || old.keys().any(|uv| !now.contains_key(uv));
+    if appeared_or_vanished && uses_parent(&filter_of(&args)?) {
+        changed.extend(
+            folders
+                .iter()
+                .filter(|f| f.name.contains('/'))
+                .map(|f| f.uidvalidity),
+        );
+    }
+    let removed: Vec<String> = old
+        .keys()
+        .filter(|uv| changed.contains(uv) || !now.contains_key(uv))
+        .map(|uv| ids::mailbox_id(*uv))
+        .collect();
+    let added: Vec<Value> = matched
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| changed.contains(&f.uidvalidity))
+        .map(|(i, f)| json!({"id": f.id(), "index": i}))
+        .collect();
+    if let Some(max) = super::arg_uint(&args, "maxChanges")? {
+        if removed.len() + added.len() > max as usize {
+            return Err(MethodError::TooManyChanges);
+        }
+    }
+    let mut out = json!({
+        "accountId": req.user,
+        "oldQueryState": since,
+        "newQueryState": ids::state_of(&folders),
+        "removed": removed,
+        "added": added,
+    });
+    if arg_bool(&args, "calculateTotal")? {
+        out["total"] = json!(matched.len());
     }
     Ok(out)
 }

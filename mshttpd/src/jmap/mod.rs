@@ -12,14 +12,15 @@
 pub mod blob;
 mod email;
 mod ids;
+pub(crate) mod limits;
 mod mailbox;
 pub mod push;
-mod submission;
+pub(crate) mod submission;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -54,6 +55,7 @@ pub(crate) enum MethodError {
     UnsupportedSort(String),
     AnchorNotFound,
     RequestTooLarge,
+    TooManyChanges,
     Forbidden(String),
     ServerFail(String),
 }
@@ -81,6 +83,10 @@ impl MethodError {
             MethodError::RequestTooLarge => {
                 ("requestTooLarge", "too many objects in one call".into())
             }
+            MethodError::TooManyChanges => (
+                "tooManyChanges",
+                "more changes than maxChanges allows".into(),
+            ),
             MethodError::Forbidden(d) => ("forbidden", d.clone()),
             MethodError::ServerFail(d) => ("serverFail", d.clone()),
         };
@@ -318,7 +324,12 @@ pub(crate) fn arg_props(args: &Map<String, Value>, key: &str) -> MResult<Option<
 }
 
 /// A request-level error (RFC 8620 3.6.1), as an RFC 7807 problem.
-fn request_error(kind: &str, status: StatusCode, detail: &str, limit: Option<&str>) -> Response {
+pub(crate) fn request_error(
+    kind: &str,
+    status: StatusCode,
+    detail: &str,
+    limit: Option<&str>,
+) -> Response {
     let mut v = json!({
         "type": format!("urn:ietf:params:jmap:error:{kind}"),
         "status": status.as_u16(),
@@ -484,7 +495,7 @@ pub(crate) async fn session_resource(
                 "isReadOnly": false,
                 "accountCapabilities": {
                     MAIL: {
-                        "maxMailboxesPerEmail": 1,
+                        "maxMailboxesPerEmail": null,
                         "maxMailboxDepth": null,
                         "maxSizeMailboxName": 255,
                         "maxSizeAttachmentsPerEmail": ctx.settings.max_size_upload,
@@ -581,26 +592,86 @@ pub(crate) async fn api(
     Extension(conn): Extension<ConnInfo>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let authed = match authenticate(&ctx, &method, &headers, conn.peer.ip()).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let mut r = run_api(&ctx, &authed, &body).await;
+    let mut r = match ctx.requests.try_acquire(&authed.user) {
+        // The slot is held while the body arrives too, so slow senders count.
+        Some(_slot) => match read_request(&ctx, &headers, body).await {
+            Ok(body) => run_api(&ctx, &authed, &body).await,
+            Err(r) => r,
+        },
+        None => request_error(
+            "limit",
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in progress for this account",
+            Some("maxConcurrentRequests"),
+        ),
+    };
     r.extensions_mut().insert(CaptureUser(authed.user));
     r
 }
 
-async fn run_api(ctx: &HttpContext, authed: &Authed, body: &[u8]) -> Response {
-    if body.len() > ctx.settings.max_size_request {
-        return request_error(
+/// The request body, refused as soon as it is known to exceed maxSizeRequest (by its
+/// Content-Length, or while it streams) so an oversized request is never held whole.
+async fn read_request(
+    ctx: &HttpContext,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, Response> {
+    let max = ctx.settings.max_size_request;
+    let too_large = || {
+        request_error(
             "limit",
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request is larger than maxSizeRequest",
             Some("maxSizeRequest"),
-        );
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
     }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(request_error(
+            "notRequest",
+            StatusCode::BAD_REQUEST,
+            &format!("the request was not received whole: {e}"),
+            None,
+        )),
+    }
+}
+
+/// maxObjectsInGet and maxObjectsInSet (RFC 8620 5.1, 5.3), checked for every method
+/// before it runs, so no type can forget them.
+fn check_object_limits(name: &str, args: &Map<String, Value>) -> MResult<()> {
+    let len = |k: &str| match args.get(k) {
+        Some(Value::Array(a)) => a.len(),
+        Some(Value::Object(o)) => o.len(),
+        _ => 0,
+    };
+    let get = name.ends_with("/get") || name == "Email/parse";
+    if get && len("ids").max(len("blobIds")).max(len("emailIds")) > MAX_OBJECTS_IN_GET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    let set = name.ends_with("/set") || name.ends_with("/copy") || name == "Email/import";
+    let n = len("create") + len("update") + len("destroy") + len("emails");
+    if set && n > MAX_OBJECTS_IN_SET {
+        return Err(MethodError::RequestTooLarge);
+    }
+    Ok(())
+}
+
+async fn run_api(ctx: &HttpContext, authed: &Authed, body: &[u8]) -> Response {
     let request = match parse_request(body) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -679,15 +750,13 @@ async fn dispatch(
 ) -> MResult {
     let mail = using.contains(&MAIL);
     let submission = using.contains(&SUBMISSION);
+    check_object_limits(name, &args)?;
     match name {
         "Core/echo" => Ok(Value::Object(args)),
         "Mailbox/get" if mail => mailbox::get(req, args).await,
         "Mailbox/changes" if mail => mailbox::changes(req, args).await,
         "Mailbox/query" if mail => mailbox::query(req, args).await,
-        "Mailbox/queryChanges" if mail => {
-            req.account(&args)?;
-            Err(MethodError::CannotCalculateChanges)
-        }
+        "Mailbox/queryChanges" if mail => mailbox::query_changes(req, args).await,
         "Mailbox/set" if mail => mailbox::set(req, args).await,
         "Thread/get" if mail => email::thread_get(req, args).await,
         "Thread/changes" if mail => email::thread_changes(req, args).await,
@@ -704,6 +773,9 @@ async fn dispatch(
         "Identity/changes" if submission => submission::identity_changes(req, args).await,
         "EmailSubmission/set" if submission => submission::set(req, args, extra).await,
         "EmailSubmission/get" if submission => submission::get(req, args).await,
+        "EmailSubmission/changes" if submission => submission::changes(req, args).await,
+        "EmailSubmission/query" if submission => submission::query(req, args).await,
+        "EmailSubmission/queryChanges" if submission => submission::query_changes(req, args).await,
         _ => Err(MethodError::UnknownMethod(name.to_owned())),
     }
 }
