@@ -1013,15 +1013,28 @@ fn login_cookies_csrf_limits_and_telemetry() {
 #[test]
 fn jmapc_runs_queries_and_changes() {
     let dir = instance(&["joe"], "");
+    // Threads are conversations (RFC 8474 THREADID from References): 2 replies to 1, and 4
+    // and 5 to 3.
+    let reply = |n: usize, subject: &str, to: usize| {
+        msg(n, subject).replacen(
+            "\r\n\r\n",
+            &format!("\r\nReferences: <m{to}@example.com>\r\n\r\n"),
+            1,
+        )
+    };
     let msgs: Vec<String> = (1..=5)
-        .map(|n| msg(n, if n <= 2 { "lunch" } else { "report" }))
+        .map(|n| match n {
+            1 | 3 => msg(n, if n == 1 { "lunch" } else { "report" }),
+            2 => reply(n, "lunch", 1),
+            _ => reply(n, "report", 3),
+        })
         .collect();
     deliver(dir.path(), "joe", "INBOX", &msgs);
     let server = Server::start(dir.path(), &[]);
     let root = dir.path().to_path_buf();
     let feed = move |what: &str| -> String {
         assert_eq!(what, "deliver");
-        deliver(&root, "joe", "INBOX", &[msg(6, "Re: lunch")]);
+        deliver(&root, "joe", "INBOX", &[reply(6, "Re: lunch", 1)]);
         "done".into()
     };
     let out = server.python(
@@ -1290,6 +1303,7 @@ fn drafts_submission_blobs_and_push() {
     let s5 = method(&r, 5, "Mailbox/set");
     assert_eq!(s5["notDestroyed"]["#w"]["type"], "mailboxHasChild", "{s5}");
     assert_eq!(s5["updated"].as_object().map(|o| o.len()), Some(1), "{s5}");
+    mailbox_query_changes(&server, &work);
 
     // Upload an attachment, create a draft with it.
     let up = server.curl(
@@ -1344,6 +1358,15 @@ fn drafts_submission_blobs_and_push() {
     assert_eq!(dl.body, b"%PDF-1.4 fake\n");
     assert_eq!(dl.header("content-type"), Some("application/pdf"));
 
+    let r = server.api(json!([
+        ["EmailSubmission/get", {"accountId": "joe", "ids": []}, "0"],
+        ["EmailSubmission/query", {"accountId": "joe", "sort": [{"property": "sentAt"}]}, "1"],
+    ]));
+    let sub_state0 = method(&r, 0, "EmailSubmission/get")["state"].clone();
+    let sub_query0 = method(&r, 1, "EmailSubmission/query");
+    assert_eq!(sub_query0["canCalculateChanges"], true);
+    let sub_query0 = sub_query0["queryState"].clone();
+
     // Send it: the relay gets it without Bcc; the draft moves to Sent.
     let r = server.api(json!([
         ["Identity/get", {"accountId": "joe"}, "0"],
@@ -1384,6 +1407,19 @@ fn drafts_submission_blobs_and_push() {
     assert_eq!(in_sent[0]["subject"], "Quarterly report");
     assert_eq!(in_sent[0]["keywords"], json!({"$seen": true}));
     assert_eq!(method(&r, 2, "Email/query")["ids"], json!([]));
+    let sub1 = sub["created"]["s"]["id"]
+        .as_str()
+        .expect("submission id")
+        .to_owned();
+    let after_restart = submissions_are_kept(
+        &server,
+        &relay,
+        &drafts,
+        &draft_id,
+        &sub1,
+        &sub_state0,
+        &sub_query0,
+    );
 
     // Email/parse and Email/import of an uploaded message; SearchSnippet/get.
     let raw = msg(7, "Imported lunch plans");
@@ -1437,6 +1473,250 @@ fn drafts_submission_blobs_and_push() {
         method(&r, 0, "EmailSubmission/set")["notCreated"]["s"]["type"],
         "forbiddenToSend"
     );
+    after_restart(&server);
+}
+
+/// Mailbox/queryChanges (RFC 8620 5.6): for queries with and without filters and sorts,
+/// the old results with `removed` taken out and `added` put in are the new results, across
+/// creations, a rename that moves a folder in the sort, and a destruction.
+fn mailbox_query_changes(server: &Server, work: &str) {
+    let queries = [
+        json!({"accountId": "joe"}),
+        json!({"accountId": "joe", "sort": [{"property": "name"}]}),
+        json!({"accountId": "joe", "filter": {"parentId": null},
+            "sort": [{"property": "sortOrder"}, {"property": "name", "isAscending": false}]}),
+        json!({"accountId": "joe", "filter": {"parentId": work}, "sort": [{"property": "name"}]}),
+        json!({"accountId": "joe", "filter": {"operator": "OR", "conditions": [{"name": "a"}, {"role": "inbox"}]}}),
+    ];
+    let snapshot = || -> Vec<(Vec<Value>, Value)> {
+        let calls: Vec<Value> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| json!(["Mailbox/query", q, i.to_string()]))
+            .collect();
+        server
+            .api(json!(calls))
+            .iter()
+            .map(|r| {
+                assert_eq!(r[1]["canCalculateChanges"], true, "{r}");
+                (
+                    r[1]["ids"].as_array().expect("ids").clone(),
+                    r[1]["queryState"].clone(),
+                )
+            })
+            .collect()
+    };
+    let check = |old: &[(Vec<Value>, Value)]| {
+        let now = snapshot();
+        for (i, q) in queries.iter().enumerate() {
+            let mut args = q.clone();
+            args["sinceQueryState"] = old[i].1.clone();
+            args["calculateTotal"] = json!(true);
+            let r = server.api(json!([["Mailbox/queryChanges", args, "0"]]));
+            let c = method(&r, 0, "Mailbox/queryChanges");
+            assert_eq!(c["newQueryState"], now[i].1, "{c}");
+            let removed = c["removed"].as_array().expect("removed");
+            let mut ids: Vec<Value> = old[i]
+                .0
+                .iter()
+                .filter(|id| !removed.contains(id))
+                .cloned()
+                .collect();
+            let mut added = c["added"].as_array().expect("added").clone();
+            added.sort_by_key(|a| a["index"].as_u64());
+            for a in added {
+                let at = a["index"].as_u64().expect("index") as usize;
+                assert!(at <= ids.len(), "{c}");
+                ids.insert(at, a["id"].clone());
+            }
+            assert_eq!(ids, now[i].0, "query {q}: {c}");
+            assert_eq!(c["total"], now[i].0.len(), "{c}");
+        }
+        now
+    };
+    let s0 = snapshot();
+    let r = server.api(json!([
+        ["Mailbox/set", {"accountId": "joe", "create": {
+            "a": {"name": "Alpha", "parentId": null},
+            "z": {"name": "Zed", "parentId": work}}}, "0"],
+        ["Mailbox/query", {"accountId": "joe", "filter": {"parentId": work}}, "1"],
+    ]));
+    let alpha = method(&r, 0, "Mailbox/set")["created"]["a"]["id"].clone();
+    let child = method(&r, 1, "Mailbox/query")["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .find(|id| **id != method(&r, 0, "Mailbox/set")["created"]["z"]["id"])
+        .expect("Work/2027")
+        .clone();
+    let r = server.api(json!([
+        ["Mailbox/set", {"accountId": "joe", "update": {child.as_str().expect("id"): {"name": "Aardvark"}}}, "0"],
+    ]));
+    assert_eq!(
+        method(&r, 0, "Mailbox/set")["updated"]
+            .as_object()
+            .map(|o| o.len()),
+        Some(1),
+        "{}",
+        r[0]
+    );
+    let s1 = check(&s0);
+    let r = server.api(json!([
+        ["Mailbox/set", {"accountId": "joe", "destroy": [alpha]}, "0"],
+    ]));
+    assert_eq!(method(&r, 0, "Mailbox/set")["destroyed"], json!([alpha]));
+    check(&s1);
+    check(&s0);
+    // Bad states and too many changes are the errors RFC 8620 names.
+    let mut args = queries[0].clone();
+    args["sinceQueryState"] = json!("nonsense");
+    let mut few = queries[0].clone();
+    few["sinceQueryState"] = s0[0].1.clone();
+    few["maxChanges"] = json!(1);
+    let r = server.api(json!([
+        ["Mailbox/queryChanges", args, "0"],
+        ["Mailbox/queryChanges", few, "1"],
+    ]));
+    assert_eq!(r[0][1]["type"], "cannotCalculateChanges", "{}", r[0]);
+    assert_eq!(r[1][1]["type"], "tooManyChanges", "{}", r[1]);
+}
+
+/// EmailSubmission/get, /changes, /query, /queryChanges and /set update and destroy over
+/// the submissions this server made (RFC 8621 7), a second submission whose draft is
+/// destroyed by onSuccessDestroyEmail; returns the checks to run after a restart.
+fn submissions_are_kept(
+    server: &Server,
+    relay: &Relay,
+    drafts: &str,
+    draft_id: &str,
+    sub1: &str,
+    state0: &Value,
+    query0: &Value,
+) -> impl Fn(&Server) {
+    let r = server.api(json!([
+        ["EmailSubmission/get", {"accountId": "joe"}, "0"],
+        ["EmailSubmission/changes", {"accountId": "joe", "sinceState": state0}, "1"],
+        ["EmailSubmission/query", {"accountId": "joe", "filter": {"undoStatus": "final", "emailIds": [draft_id]}}, "2"],
+        ["EmailSubmission/set", {"accountId": "joe", "update": {sub1: {"undoStatus": "canceled"}}}, "3"],
+        ["EmailSubmission/get", {"accountId": "joe", "ids": [sub1, "Snope"], "properties": ["deliveryStatus"]}, "4"],
+    ]));
+    let got = method(&r, 0, "EmailSubmission/get");
+    let s = &got["list"][0];
+    assert_eq!(got["list"].as_array().map(Vec::len), Some(1), "{got}");
+    assert_eq!(s["id"], sub1);
+    assert_eq!(s["emailId"], draft_id);
+    assert_eq!(s["identityId"], "I1");
+    assert_eq!(s["undoStatus"], "final");
+    assert!(s["threadId"].is_string(), "{s}");
+    assert!(
+        s["sendAt"].as_str().is_some_and(|d| d.ends_with('Z')),
+        "{s}"
+    );
+    assert!(s["envelope"]["rcptTo"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|a| a["email"] == "secret@example.org")));
+    let reply = s["deliveryStatus"]["bob@example.org"]["smtpReply"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reply.starts_with("250") && reply.contains("queued"), "{s}");
+    let changes = method(&r, 1, "EmailSubmission/changes");
+    assert_eq!(changes["created"], json!([sub1]), "{changes}");
+    assert_eq!(changes["newState"], got["state"]);
+    assert_eq!(method(&r, 2, "EmailSubmission/query")["ids"], json!([sub1]));
+    assert_eq!(
+        method(&r, 3, "EmailSubmission/set")["notUpdated"][sub1]["type"],
+        "cannotUnsend"
+    );
+    let g = method(&r, 4, "EmailSubmission/get");
+    assert_eq!(g["notFound"], json!(["Snope"]));
+    assert!(g["list"][0]["deliveryStatus"].is_object() && g["list"][0]["envelope"].is_null());
+
+    // A second message, its draft destroyed once sent.
+    let r = server.api(json!([
+        ["Email/set", {"accountId": "joe", "create": {"d2": {
+            "mailboxIds": {drafts: true}, "keywords": {"$draft": true},
+            "from": [{"email": "joe@example.com"}], "to": [{"email": "carol@example.org"}],
+            "subject": "Second note", "bodyValues": {"t": {"value": "Hi Carol"}},
+            "textBody": [{"partId": "t", "type": "text/plain"}]}}}, "0"],
+        ["EmailSubmission/set", {"accountId": "joe",
+            "create": {"s2": {"identityId": "I1", "emailId": "#d2",
+                "envelope": {"mailFrom": {"email": "joe@example.com"}, "rcptTo": [{"email": "carol@example.org"}]}}},
+            "onSuccessDestroyEmail": ["#s2"]}, "1"],
+    ]));
+    let d2 = method(&r, 0, "Email/set")["created"]["d2"]["id"]
+        .as_str()
+        .expect("d2")
+        .to_owned();
+    let set2 = method(&r, 1, "EmailSubmission/set");
+    let sub2 = set2["created"]["s2"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{set2}"))
+        .to_owned();
+    assert_eq!(r[2][0], "Email/set", "implicit Email/set: {}", r[2]);
+    assert_eq!(r[2][1]["destroyed"], json!([d2]), "{}", r[2]);
+    let gone = server.api(
+        json!([["Email/get", {"accountId": "joe", "ids": [d2], "properties": ["subject"]}, "0"]]),
+    );
+    assert_eq!(method(&gone, 0, "Email/get")["notFound"], json!([d2]));
+    assert!(std::fs::read_to_string(&relay.file)
+        .expect("relay file")
+        .contains("Subject: Second note"));
+
+    let r = server.api(json!([
+        ["EmailSubmission/queryChanges", {"accountId": "joe", "sinceQueryState": query0,
+            "sort": [{"property": "sentAt"}], "calculateTotal": true}, "0"],
+        ["EmailSubmission/set", {"accountId": "joe", "destroy": [sub1]}, "1"],
+        ["EmailSubmission/changes", {"accountId": "joe", "sinceState": set2["newState"]}, "2"],
+        ["EmailSubmission/changes", {"accountId": "joe", "sinceState": state0, "maxChanges": 1}, "3"],
+        ["EmailSubmission/changes", {"accountId": "joe", "sinceState": "j999"}, "4"],
+    ]));
+    let qc = method(&r, 0, "EmailSubmission/queryChanges");
+    assert_eq!(qc["removed"], json!([]));
+    assert_eq!(
+        qc["added"],
+        json!([{"id": sub1, "index": 0}, {"id": sub2, "index": 1}]),
+        "{qc}"
+    );
+    assert_eq!(qc["total"], 2);
+    assert_eq!(
+        method(&r, 1, "EmailSubmission/set")["destroyed"],
+        json!([sub1])
+    );
+    let c = method(&r, 2, "EmailSubmission/changes");
+    assert_eq!(
+        (&c["created"], &c["destroyed"]),
+        (&json!([]), &json!([sub1]))
+    );
+    let c = method(&r, 3, "EmailSubmission/changes");
+    assert_eq!(c["hasMoreChanges"], true, "{c}");
+    assert_eq!(c["created"], json!([sub1]));
+    assert_eq!(r[4][1]["type"], "cannotCalculateChanges");
+
+    let (state0, sub2) = (state0.clone(), sub2.clone());
+    move |server: &Server| {
+        // After a restart the journal still knows: sub1 destroyed, sub2 kept as it was.
+        let r = server.api(json!([
+            ["EmailSubmission/get", {"accountId": "joe"}, "0"],
+            ["EmailSubmission/changes", {"accountId": "joe", "sinceState": state0}, "1"],
+            ["EmailSubmission/query", {"accountId": "joe"}, "2"],
+        ]));
+        let g = method(&r, 0, "EmailSubmission/get");
+        assert_eq!(g["list"].as_array().map(Vec::len), Some(1), "{g}");
+        assert_eq!(g["list"][0]["id"], sub2);
+        assert_eq!(g["list"][0]["undoStatus"], "final");
+        assert!(
+            g["list"][0]["deliveryStatus"]["carol@example.org"]["smtpReply"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("250"))
+        );
+        let c = method(&r, 1, "EmailSubmission/changes");
+        // Made and destroyed since state0: sub1 is in neither list.
+        assert_eq!(
+            (&c["created"], &c["destroyed"]),
+            (&json!([sub2]), &json!([]))
+        );
+        assert_eq!(method(&r, 2, "EmailSubmission/query")["ids"], json!([sub2]));
+    }
 }
 
 /// Over HTTPS (implicit TLS, a self-signed certificate made at first start) the login
