@@ -18,8 +18,6 @@ use anyhow::Context;
 use clap::Parser;
 use lmtpd::{serve_connection, Limits, LmtpContext};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
@@ -71,7 +69,6 @@ fn main() -> std::process::ExitCode {
 /// At the session cap: the protocol's own "too busy" answer, then close.
 async fn busy<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     use tokio::io::AsyncWriteExt;
-    tracing::warn!("session limit reached: connection refused with 421");
     let _ = stream
         .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
         .await;
@@ -143,78 +140,46 @@ async fn run(
     }
     info!(%local, socket = ?args.socket, root = %root.display(), "lmtpd started");
 
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-            r = tcp.accept() => match r {
-                Ok((mut stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    match limiter.try_acquire() {
-                        Some(permit) => {
-                            let ctx = ctx.clone();
-                            sessions.spawn(async move {
-                                serve_connection(stream, peer.ip().to_string(), ctx).await;
-                                drop(permit);
-                            });
-                        }
-                        None => {
-                            sessions.spawn(async move { busy(&mut stream).await });
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+    // One accept loop per listener under the shared cap; SIGTERM or SIGINT stops both,
+    // then sessions get `--shutdown-grace` seconds to finish what they are delivering.
+    let shutdown = service.shutdown().clone();
+    shutdown.on_signals().context("signal handlers")?;
+    let on_tcp = {
+        let ctx = ctx.clone();
+        service_runtime::serve(
+            tcp,
+            limiter.clone(),
+            shutdown.clone(),
+            move |stream, peer: std::net::SocketAddr| {
+                serve_connection(stream, peer.ip().to_string(), ctx.clone())
             },
-            r = async { match &unix { Some(l) => l.accept().await, None => std::future::pending().await } } => match r {
-                Ok((mut stream, _)) => match limiter.try_acquire() {
-                    Some(permit) => {
-                        let ctx = ctx.clone();
-                        sessions.spawn(async move {
-                            serve_connection(stream, "unix".to_owned(), ctx).await;
-                            drop(permit);
-                        });
-                    }
-                    None => {
-                        sessions.spawn(async move { busy(&mut stream).await });
-                    }
-                },
-                Err(e) => {
-                    warn!("accept on unix socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    drop(tcp);
-    drop(unix);
+            |mut stream, _| async move { busy(&mut stream).await },
+        )
+    };
+    let on_unix = async {
+        let Some(listener) = unix else { return };
+        let ctx = ctx.clone();
+        service_runtime::serve(
+            listener,
+            limiter.clone(),
+            shutdown.clone(),
+            move |stream, _| serve_connection(stream, "unix".to_owned(), ctx.clone()),
+            |mut stream, _| async move { busy(&mut stream).await },
+        )
+        .await
+    };
+    tokio::join!(on_tcp, on_unix);
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
     }
     ctx.begin_shutdown();
-    let grace = Duration::from_secs(args.shutdown_grace);
-    let pending = sessions.len();
+    let pending = limiter.active();
     if pending > 0 {
         info!(pending, "waiting for sessions to finish");
     }
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            left = sessions.len(),
-            "sessions still running after {}s: aborted",
-            grace.as_secs()
-        );
-        sessions.abort_all();
-    }
+    service
+        .wait_sessions(Duration::from_secs(args.shutdown_grace))
+        .await;
     info!("lmtpd stopped");
     Ok(())
 }

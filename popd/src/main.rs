@@ -18,8 +18,6 @@ use anyhow::Context;
 use clap::Parser;
 use popd::{serve_connection, serve_tls_connection, PopContext, PopSettings};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
@@ -78,20 +76,9 @@ fn announce(line: &str) {
     }
 }
 
-/// Accepts on the implicit-TLS listener, or waits forever when there is none.
-async fn accept_tls(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// At the session cap: POP3's "try later" answer, then close.
 async fn busy<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     use tokio::io::AsyncWriteExt;
-    warn!("session limit reached: connection refused");
     let _ = stream
         .write_all(b"-ERR [SYS/TEMP] too many sessions, try again later\r\n")
         .await;
@@ -174,73 +161,39 @@ async fn run(
     }
     info!(%local, root = %root.display(), "popd started");
 
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-            r = tcp.accept() => match r {
-                Ok((mut stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    match limiter.try_acquire() {
-                        Some(permit) => {
-                            let ctx = ctx.clone();
-                            sessions.spawn(async move {
-                                serve_connection(stream, peer, ctx).await;
-                                drop(permit);
-                            });
-                        }
-                        None => {
-                            sessions.spawn(async move { busy(&mut stream).await });
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            r = accept_tls(tls_listener.as_ref()) => match r {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    // The cap is checked before the handshake, so a flood of TLS connections
-                    // cannot hold more than the sessions allowed; the refused ones are closed
-                    // without a reply, as POP3 has no way to speak before TLS is up.
-                    match limiter.try_acquire() {
-                        Some(permit) => {
-                            let ctx = ctx.clone();
-                            sessions.spawn(async move {
-                                serve_tls_connection(stream, peer, ctx).await;
-                                drop(permit);
-                            });
-                        }
-                        None => warn!("session limit reached: TLS connection from {peer} refused"),
-                    }
-                }
-                Err(e) => {
-                    warn!("accept (TLS): {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    drop(tcp);
-    drop(tls_listener);
-    let grace = Duration::from_secs(args.shutdown_grace);
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            left = sessions.len(),
-            "sessions still running at shutdown: aborted"
-        );
-        sessions.abort_all();
-    }
+    // One accept loop per listener under the shared cap; SIGTERM or SIGINT stops both,
+    // then sessions get `--shutdown-grace` seconds to finish.
+    let shutdown = service.shutdown().clone();
+    shutdown.on_signals().context("signal handlers")?;
+    let plain = {
+        let ctx = ctx.clone();
+        service_runtime::serve(
+            tcp,
+            limiter.clone(),
+            shutdown.clone(),
+            move |stream, peer| serve_connection(stream, peer, ctx.clone()),
+            |mut stream, _| async move { busy(&mut stream).await },
+        )
+    };
+    let implicit_tls = async {
+        let Some(listener) = tls_listener else { return };
+        let ctx = ctx.clone();
+        service_runtime::serve(
+            listener,
+            limiter.clone(),
+            shutdown.clone(),
+            move |stream, peer| serve_tls_connection(stream, peer, ctx.clone()),
+            // The cap is checked before the handshake, so a flood of TLS connections cannot
+            // hold more than the sessions allowed; the refused ones are closed without a
+            // reply, as POP3 has no way to speak before TLS is up.
+            |_stream, peer| async move { warn!("TLS connection from {peer} refused") },
+        )
+        .await
+    };
+    tokio::join!(plain, implicit_tls);
+    service
+        .wait_sessions(Duration::from_secs(args.shutdown_grace))
+        .await;
     info!("popd stopped");
     Ok(())
 }

@@ -131,7 +131,7 @@ pub async fn serve<L, F, Fut, B, BFut>(
                 None => {
                     if !logged_busy {
                         tracing::warn!(
-                            "session limit of {} reached; refusing new connections",
+                            "session limit reached ({} sessions); refusing new connections",
                             limiter.cap()
                         );
                         logged_busy = true;

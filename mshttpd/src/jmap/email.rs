@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
 use serde_json::{json, Map, Value};
-use store_client::{Flag, FlagOp, Flags, Keyword, MessageState, MessageStructure, SearchKey};
+use store_client::{
+    EmailId, EmailIndex, Flag, FlagOp, Flags, Keyword, MessageState, MessageStructure, SearchKey,
+    ThreadId,
+};
 
 use super::ids::{self, parse_state, BlobRef, FolderState};
 use super::{
@@ -72,26 +75,51 @@ const DEFAULT_BODY_PROPERTIES: &[&str] = &[
 /// Query results are capped at this many ids (the response then says `limit`).
 const MAX_QUERY_RESULTS: usize = 10_000;
 
-/// A message located in one of the user's folders.
+/// An Email located in the user's folders: every live copy, and the one whose bytes and
+/// date stand for it (the oldest copy, so the choice holds still while copies come and go).
 #[derive(Clone)]
 pub(crate) struct Loc {
     pub folder: Folder,
     pub msg: MessageState,
+    pub email: EmailId,
+    pub thread: ThreadId,
+    /// Every live copy (the primary one included), in folder order.
+    pub copies: Vec<(Folder, MessageState)>,
 }
 
 impl Loc {
     pub fn id(&self) -> String {
-        ids::email_id(self.folder.uidvalidity, self.msg.uid)
+        self.email.to_string()
+    }
+
+    /// Keywords of the Email: those of any copy (a keyword change applies to every copy,
+    /// so they differ only after IMAP changed one copy alone).
+    fn flags(&self) -> Flags {
+        let mut f = Flags::new();
+        for (_, m) in &self.copies {
+            for x in m.flags.to_vec() {
+                f.insert(x);
+            }
+        }
+        f
+    }
+
+    fn mailbox_ids(&self) -> Value {
+        let mut o = Map::new();
+        for (f, _) in &self.copies {
+            o.insert(f.id(), Value::Bool(true));
+        }
+        Value::Object(o)
     }
 }
 
-/// Finds a live message by Email id (or `#creationId`).
-pub(crate) async fn locate(req: &mut Req<'_>, id: &str) -> MResult<Option<Loc>> {
-    let id = req.resolve_id(id);
-    let Some((uv, uid)) = ids::parse_email_id(&id) else {
-        return Ok(None);
-    };
-    let Some(folder) = req.folder_by_uv(uv).await? else {
+/// The live copy of a message in a folder of this request, if it is still there.
+async fn live_copy(
+    req: &mut Req<'_>,
+    uidvalidity: u32,
+    uid: u32,
+) -> MResult<Option<(Folder, MessageState)>> {
+    let Some(folder) = req.folder_by_uv(uidvalidity).await? else {
         return Ok(None);
     };
     let snap = req.snapshot(&folder).await?;
@@ -101,7 +129,49 @@ pub(crate) async fn locate(req: &mut Req<'_>, id: &str) -> MResult<Option<Loc>> 
         .ok()
         .map(|i| snap.messages[i].clone())
         .filter(|m| !m.expunged);
-    Ok(msg.map(|msg| Loc { folder, msg }))
+    Ok(msg.map(|m| (folder, m)))
+}
+
+/// Finds an Email through an index already brought up to date.
+pub(crate) async fn locate_in(
+    req: &mut Req<'_>,
+    index: &EmailIndex,
+    id: &str,
+) -> MResult<Option<Loc>> {
+    let id = req.resolve_id(id);
+    let Some(email) = ids::parse_email_id(&id) else {
+        return Ok(None);
+    };
+    let Some(thread) = index.thread_of(&email) else {
+        return Ok(None);
+    };
+    let mut copies = Vec::new();
+    for c in index.copies(&email) {
+        if let Some(x) = live_copy(req, c.uidvalidity, c.uid).await? {
+            copies.push(x);
+        }
+    }
+    copies.sort_by_key(|(f, m)| (f.uidvalidity, m.uid));
+    let Some((folder, msg)) = copies
+        .iter()
+        .min_by_key(|(f, m)| (m.internal_date, f.uidvalidity, m.uid))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Loc {
+        folder,
+        msg,
+        email,
+        thread,
+        copies,
+    }))
+}
+
+/// Finds a live Email by id (or `#creationId`).
+pub(crate) async fn locate(req: &mut Req<'_>, id: &str) -> MResult<Option<Loc>> {
+    let index = req.session.email_index().await?;
+    locate_in(req, &index, id).await
 }
 
 /// JMAP keywords of a message (lower case, as RFC 8621 recommends; \Deleted is IMAP's and
@@ -476,7 +546,10 @@ fn needs_parse(props: &[String]) -> bool {
 fn structure_props(o: &mut Map<String, Value>, st: &MessageStructure, props: &[String]) {
     for prop in props {
         let v = match prop.as_str() {
-            "threadId" => json!(ids::thread_id(st.subject_decoded.as_deref())),
+            "threadId" => match ids::thread_of(st) {
+                Some(t) => json!(t),
+                None => continue,
+            },
             "subject" => json!(st.subject_decoded),
             "sentAt" => json!(st.date_parsed.map(ids::utc_date)),
             "messageId" => msg_ids(st.envelope.message_id.as_deref()),
@@ -510,8 +583,8 @@ async fn email_json(
         let v = match prop.as_str() {
             "id" => json!(loc.id()),
             "blobId" => json!(ids::message_blob_id(uv, uid)),
-            "mailboxIds" => json!({ loc.folder.id(): true }),
-            "keywords" => keywords_json(&loc.msg.flags),
+            "mailboxIds" => loc.mailbox_ids(),
+            "keywords" => keywords_json(&loc.flags()),
             "size" => json!(loc.msg.size),
             "receivedAt" => json!(ids::utc_date(loc.msg.internal_date)),
             _ => continue,
@@ -523,6 +596,10 @@ async fn email_json(
         None => req.session.message_structure(&loc.folder.name, uid).await?,
     };
     structure_props(&mut o, &st, props);
+    if props.iter().any(|p| p == "threadId") {
+        // The index's thread id: also known for messages cached before ids existed.
+        o.insert("threadId".into(), json!(loc.thread.to_string()));
+    }
     let mut parse = needs_parse(props);
     for p in props.iter().filter(|p| ADDRESS_PROPS.contains(&p.as_str())) {
         let env = &st.envelope;
@@ -594,33 +671,22 @@ fn email_props(args: &Map<String, Value>) -> MResult<Vec<String>> {
     Ok(props)
 }
 
-/// Every live message of the account.
-async fn all_messages(req: &mut Req<'_>) -> MResult<Vec<Loc>> {
-    let mut out = Vec::new();
-    for f in req.folders().await? {
-        let snap = req.snapshot(&f).await?;
-        out.extend(snap.messages.iter().filter(|m| !m.expunged).map(|m| Loc {
-            folder: f.clone(),
-            msg: m.clone(),
-        }));
-    }
-    Ok(out)
-}
-
 /// Email/get.
 pub(crate) async fn get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
     req.account(&args)?;
     let props = email_props(&args)?;
     let opts = body_opts(&args)?;
     let state = req.state().await?;
+    let index = req.session.email_index().await?;
     let ids = match arg_ids(&args, "ids")? {
         Some(ids) => super::unique_ids(ids),
         None => {
-            let all = all_messages(req).await?;
-            if all.len() > super::MAX_OBJECTS_IN_GET {
+            if index.len() > super::MAX_OBJECTS_IN_GET {
                 return Err(MethodError::RequestTooLarge);
             }
-            all.iter().map(Loc::id).collect()
+            let mut all: Vec<String> = index.emails().map(|(e, _)| e.to_string()).collect();
+            all.sort();
+            all
         }
     };
     if ids.len() > super::MAX_OBJECTS_IN_GET {
@@ -629,7 +695,7 @@ pub(crate) async fn get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
     let mut located = Vec::with_capacity(ids.len());
     let mut by_folder: HashMap<String, Vec<u32>> = HashMap::new();
     for id in ids {
-        let loc = locate(req, &id).await?;
+        let loc = locate_in(req, &index, &id).await?;
         if let Some(l) = &loc {
             by_folder
                 .entry(l.folder.name.clone())
@@ -676,15 +742,31 @@ async fn still_there(req: &mut Req<'_>, loc: &Loc) -> bool {
     }
 }
 
-/// Changes since a state: (created, updated, destroyed, new state, more).
+/// Changes since a state: (created, updated, destroyed, new state, more), and the thread of
+/// every Email named.
 struct Changes {
     created: Vec<String>,
     updated: Vec<String>,
     destroyed: Vec<String>,
     new_state: String,
     more: bool,
+    threads: HashMap<EmailId, ThreadId>,
+    index: EmailIndex,
 }
 
+/// A message record that changed since the old state.
+struct Touched {
+    uidvalidity: u32,
+    uid: u32,
+    expunged: bool,
+    /// Recorded in the folder at the old state (UID below its old UIDNEXT).
+    existed: bool,
+}
+
+/// Emails changed since `since`. Messages are walked per folder as the state string keeps
+/// them (UIDVALIDITY, generation, HIGHESTMODSEQ, UIDNEXT); each changed message is then
+/// named by its Email id, and the Email is created, updated or destroyed depending on
+/// whether any copy existed at the old state and any exists now (a move is an update).
 async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MResult<Changes> {
     let old = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
     let mut folders = req.folders().await?;
@@ -692,24 +774,21 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
     folders.sort_by_key(|f| f.uidvalidity);
     let now = ids::state_map(&folders);
     if old.keys().any(|uv| !now.contains_key(uv)) {
-        // A folder was deleted: the ids of the messages it held are unknown now.
+        // A folder was deleted: which Emails it held is no longer recorded anywhere.
         return Err(MethodError::CannotCalculateChanges);
     }
+    let index = req.session.email_index().await?;
     let max = max.unwrap_or(usize::MAX).max(1);
-    let mut out = Changes {
-        created: vec![],
-        updated: vec![],
-        destroyed: vec![],
-        new_state: String::new(),
-        more: false,
-    };
+    let mut more = false;
     let mut reached = old.clone();
     let mut count = 0usize;
+    let mut touched: Vec<(Folder, Vec<Touched>)> = Vec::new();
     for f in &folders {
         let cur = now[&f.uidvalidity];
         let prev = old.get(&f.uidvalidity).copied();
         if let Some(p) = prev {
             if p.generation != cur.generation {
+                // Compacted: the records of what was expunged are gone.
                 return Err(MethodError::CannotCalculateChanges);
             }
             if p.modseq == cur.modseq && p.uidnext == cur.uidnext {
@@ -717,7 +796,7 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
                 continue;
             }
         }
-        if out.more {
+        if more {
             continue;
         }
         let snap = req.snapshot(f).await?;
@@ -730,6 +809,7 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
             .collect();
         changed.sort_by_key(|m| (m.modseq, m.uid));
         let mut cut: Option<u64> = None;
+        let mut here = Vec::new();
         let mut i = 0;
         while i < changed.len() {
             let group = changed[i].modseq;
@@ -742,34 +822,31 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
                 break;
             }
             for m in &changed[i..i + n] {
-                let id = ids::email_id(f.uidvalidity, m.uid);
-                if m.expunged {
-                    if m.uid < old_uidnext {
-                        out.destroyed.push(id);
-                    }
-                } else if m.uid >= old_uidnext {
-                    out.created.push(id);
-                } else {
-                    out.updated.push(id);
-                }
+                here.push(Touched {
+                    uidvalidity: f.uidvalidity,
+                    uid: m.uid,
+                    expunged: m.expunged,
+                    existed: m.uid < old_uidnext,
+                });
             }
             count += n;
             i += n;
         }
+        touched.push((f.clone(), here));
         match cut {
             Some(c) => {
                 let p = prev.unwrap_or(cur);
                 reached.insert(f.uidvalidity, FolderState { modseq: c, ..p });
-                out.more = true;
+                more = true;
             }
             None => {
                 reached.insert(f.uidvalidity, cur);
                 if count >= max {
-                    out.more = folders.iter().any(|g| {
+                    more = folders.iter().any(|g| {
                         g.uidvalidity > f.uidvalidity
                             && old.get(&g.uidvalidity) != now.get(&g.uidvalidity)
                     });
-                    if out.more {
+                    if more {
                         // Keep the later folders at their old state for the next call.
                         for g in folders.iter().filter(|g| g.uidvalidity > f.uidvalidity) {
                             match old.get(&g.uidvalidity) {
@@ -781,14 +858,70 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
                 }
             }
         }
-        if out.more {
+        if more {
             break;
         }
     }
-    if !out.more {
+    if !more {
         reached = now.clone();
     }
-    out.new_state = ids::encode_state(&reached);
+    // Name every touched message; an Email existed at the old state when one of its
+    // copies did: a touched one recorded then, or a live one below its folder's old UIDNEXT.
+    let mut threads: HashMap<EmailId, ThreadId> = HashMap::new();
+    let mut existed: HashSet<EmailId> = HashSet::new();
+    let mut order: Vec<EmailId> = Vec::new();
+    for (f, list) in &touched {
+        if list.is_empty() {
+            continue;
+        }
+        let uids = list.iter().map(|t| t.uid).collect();
+        let named: HashMap<u32, store_client::ObjectIds> = req
+            .session
+            .object_ids(&f.name, uids, true)
+            .await?
+            .into_iter()
+            .collect();
+        for t in list {
+            let Some(ids) = named.get(&t.uid) else {
+                if t.expunged && t.existed {
+                    // Expunged before this process learnt its id (a message cached
+                    // before ids existed): what it destroyed cannot be told.
+                    return Err(MethodError::CannotCalculateChanges);
+                }
+                continue;
+            };
+            if threads.insert(ids.email, ids.thread).is_none() {
+                order.push(ids.email);
+            }
+            if t.existed {
+                existed.insert(ids.email);
+            }
+            debug_assert_eq!(t.uidvalidity, f.uidvalidity);
+        }
+    }
+    let mut out = Changes {
+        created: vec![],
+        updated: vec![],
+        destroyed: vec![],
+        new_state: ids::encode_state(&reached),
+        more,
+        threads,
+        index: index.clone(),
+    };
+    for email in order {
+        let copies = index.copies(&email);
+        let before = existed.contains(&email)
+            || copies
+                .iter()
+                .any(|c| old.get(&c.uidvalidity).is_some_and(|o| c.uid < o.uidnext));
+        let id = email.to_string();
+        match (before, !copies.is_empty()) {
+            (true, true) => out.updated.push(id),
+            (false, true) => out.created.push(id),
+            (true, false) => out.destroyed.push(id),
+            (false, false) => {}
+        }
+    }
     Ok(out)
 }
 
@@ -812,33 +945,57 @@ pub(crate) async fn changes(req: &mut Req<'_>, args: Map<String, Value>) -> MRes
     }))
 }
 
-/// Thread/changes: the threads of created and updated messages. Destroyed messages cannot
-/// be traced to a thread once gone, so a state with destructions since cannot be answered.
+/// Thread/changes: the threads of the Emails changed. A thread none of whose Emails
+/// existed before is created, one left without Emails destroyed, any other updated.
 pub(crate) async fn thread_changes(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
     req.account(&args)?;
     let since = arg_str(&args, "sinceState")?
         .ok_or_else(|| MethodError::InvalidArguments("sinceState is required".into()))?
         .to_owned();
-    let c = email_changes(req, &since, None).await?;
-    if !c.destroyed.is_empty() {
-        return Err(MethodError::CannotCalculateChanges);
+    let max = arg_uint(&args, "maxChanges")?.map(|m| m as usize);
+    if max == Some(0) {
+        return Err(MethodError::InvalidArguments(
+            "maxChanges must be positive".into(),
+        ));
     }
-    let mut threads = Vec::new();
-    for id in c.created.iter().chain(&c.updated) {
-        if let Some(loc) = locate(req, id).await? {
-            let st = req
-                .session
-                .message_structure(&loc.folder.name, loc.msg.uid)
-                .await?;
-            let t = ids::thread_id(st.subject_decoded.as_deref());
-            if !threads.contains(&t) {
-                threads.push(t);
+    let c = email_changes(req, &since, max).await?;
+    let created: HashSet<&String> = c.created.iter().collect();
+    let mut order: Vec<ThreadId> = Vec::new();
+    // Per thread: did any of its changed Emails exist before?
+    let mut had_before: HashMap<ThreadId, bool> = HashMap::new();
+    for id in c.created.iter().chain(&c.updated).chain(&c.destroyed) {
+        let Some(email) = EmailId::parse(id) else {
+            continue;
+        };
+        let Some(t) = c.threads.get(&email).copied() else {
+            continue;
+        };
+        let before = !created.contains(id);
+        match had_before.get_mut(&t) {
+            Some(b) => *b |= before,
+            None => {
+                had_before.insert(t, before);
+                order.push(t);
             }
+        }
+    }
+    let (mut t_created, mut t_updated, mut t_destroyed) = (vec![], vec![], vec![]);
+    for t in order {
+        let members = c.index.thread_emails(&t);
+        let changed_only = members.iter().all(|e| created.contains(&e.to_string()));
+        let id = t.to_string();
+        if members.is_empty() {
+            t_destroyed.push(id);
+        } else if !had_before[&t] && changed_only {
+            t_created.push(id);
+        } else {
+            t_updated.push(id);
         }
     }
     Ok(json!({
         "accountId": req.user, "oldState": since, "newState": c.new_state,
-        "hasMoreChanges": false, "created": [], "updated": threads, "destroyed": [],
+        "hasMoreChanges": c.more, "created": t_created, "updated": t_updated,
+        "destroyed": t_destroyed,
     }))
 }
 
@@ -1036,20 +1193,18 @@ fn matches(f: &Filter, m: &MessageState, e: &Eval<'_>) -> bool {
     }
 }
 
-/// One query result with what sorting may need.
+/// One query result (a copy of an Email) with what sorting may need.
 struct Item {
     uv: u32,
     msg: MessageState,
     st: Option<Arc<MessageStructure>>,
+    email: EmailId,
+    thread: ThreadId,
 }
 
 impl Item {
     fn id(&self) -> String {
-        ids::email_id(self.uv, self.msg.uid)
-    }
-
-    fn thread(&self) -> String {
-        ids::thread_id(self.st.as_ref().and_then(|s| s.subject_decoded.as_deref()))
+        self.email.to_string()
     }
 }
 
@@ -1173,6 +1328,7 @@ async fn run_query(req: &mut Req<'_>, args: &Map<String, Value>) -> MResult<Vec<
             .iter()
             .any(|k| matches!(k.prop.as_str(), "sentAt" | "subject" | "from" | "to"))
         || uses(&filter, &|f| matches!(f, Filter::HasAttachment(_)));
+    let index = req.session.email_index().await?;
     let mut items = Vec::new();
     for folder in req.folders().await? {
         if folder_possible(&filter, folder.uidvalidity) == Some(false) {
@@ -1182,6 +1338,21 @@ async fn run_query(req: &mut Req<'_>, args: &Map<String, Value>) -> MResult<Vec<
         let live: Vec<&MessageState> = snap.messages.iter().filter(|m| !m.expunged).collect();
         if live.is_empty() {
             continue;
+        }
+        // Ids from the index; messages that arrived since it was brought up to date are
+        // named directly.
+        let mut named: HashMap<u32, store_client::ObjectIds> = HashMap::new();
+        let mut unknown = Vec::new();
+        for m in &live {
+            match index.ids_of(&folder.name, m.uid) {
+                Some(i) => {
+                    named.insert(m.uid, i);
+                }
+                None => unknown.push(m.uid),
+            }
+        }
+        if !unknown.is_empty() {
+            named.extend(req.session.object_ids(&folder.name, unknown, false).await?);
         }
         let mut text_sets = Vec::with_capacity(texts.len());
         if !texts.is_empty() {
@@ -1203,19 +1374,28 @@ async fn run_query(req: &mut Req<'_>, args: &Map<String, Value>) -> MResult<Vec<
             structures: &structures,
         };
         for m in live {
+            let Some(ids) = named.get(&m.uid) else {
+                // Expunged meanwhile.
+                continue;
+            };
             if matches(&filter, m, &e) {
                 items.push(Item {
                     uv: folder.uidvalidity,
                     st: structures.get(&m.uid).cloned(),
                     msg: m.clone(),
+                    email: ids.email,
+                    thread: ids.thread,
                 });
             }
         }
     }
     items.sort_by(|a, b| compare(a, b, &sort));
+    // An Email in several mailboxes matches once, where its first matching copy sorts.
+    let mut seen = HashSet::new();
+    items.retain(|i| seen.insert(i.email));
     if collapse {
         let mut seen = HashSet::new();
-        items.retain(|i| seen.insert(i.thread()));
+        items.retain(|i| seen.insert(i.thread));
     }
     Ok(items)
 }
@@ -1232,7 +1412,7 @@ pub(crate) async fn query(req: &mut Req<'_>, args: Map<String, Value>) -> MResul
             ids::parse_email_id(&req.resolve_id(anchor)).ok_or(MethodError::AnchorNotFound)?;
         let at = items
             .iter()
-            .position(|i| (i.uv, i.msg.uid) == anchor)
+            .position(|i| i.email == anchor)
             .ok_or(MethodError::AnchorNotFound)? as i64;
         position = (at + arg_int(&args, "anchorOffset")?.unwrap_or(0)).max(0);
     } else if position < 0 {
@@ -1306,7 +1486,7 @@ pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -
     Ok(out)
 }
 
-/// Thread/get: the messages sharing a base subject, oldest first.
+/// Thread/get: the Emails of a thread (RFC 8474 THREADID), oldest first by receivedAt.
 pub(crate) async fn thread_get(req: &mut Req<'_>, args: Map<String, Value>) -> MResult {
     req.account(&args)?;
     let state = req.state().await?;
@@ -1317,38 +1497,33 @@ pub(crate) async fn thread_get(req: &mut Req<'_>, args: Map<String, Value>) -> M
     if wanted.len() > super::MAX_OBJECTS_IN_GET {
         return Err(MethodError::RequestTooLarge);
     }
-    let mut threads: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-    for folder in req.folders().await? {
-        let snap = req.snapshot(&folder).await?;
-        let dates: HashMap<u32, i64> = snap
-            .messages
-            .iter()
-            .filter(|m| !m.expunged)
-            .map(|m| (m.uid, m.internal_date))
-            .collect();
-        let uids = dates.keys().copied().collect();
-        for (uid, st) in req.session.message_structures(&folder.name, uids).await? {
-            let t = ids::thread_id(st.subject_decoded.as_deref());
-            if wanted.contains(&t) {
-                threads.entry(t).or_default().push((
-                    dates.get(&uid).copied().unwrap_or(0),
-                    ids::email_id(folder.uidvalidity, uid),
-                ));
-            }
-        }
-    }
+    let index = req.session.email_index().await?;
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for id in wanted {
-        match threads.get_mut(&id) {
-            Some(v) => {
-                v.sort();
-                list.push(
-                    json!({"id": id, "emailIds": v.iter().map(|(_, e)| e).collect::<Vec<_>>()}),
-                );
+        let members = ThreadId::parse(&id)
+            .map(|t| index.thread_emails(&t))
+            .unwrap_or_default();
+        let mut dated = Vec::with_capacity(members.len());
+        for email in members {
+            let mut received: Option<i64> = None;
+            for c in index.copies(&email) {
+                if let Some((_, m)) = live_copy(req, c.uidvalidity, c.uid).await? {
+                    received = Some(received.map_or(m.internal_date, |r| r.min(m.internal_date)));
+                }
             }
-            None => not_found.push(id),
+            if let Some(r) = received {
+                dated.push((r, email.to_string()));
+            }
         }
+        if dated.is_empty() {
+            not_found.push(id);
+            continue;
+        }
+        dated.sort();
+        list.push(
+            json!({"id": id, "emailIds": dated.into_iter().map(|(_, e)| e).collect::<Vec<_>>()}),
+        );
     }
     Ok(json!({"accountId": req.user, "state": state, "list": list, "notFound": not_found}))
 }
@@ -1391,23 +1566,28 @@ fn patched_flags(current: &Flags, patch: &Map<String, Value>) -> Result<Option<V
     Ok(touched.then_some(flags))
 }
 
-/// The mailbox a patch moves the message to, if it changes.
-async fn patched_mailbox(
+/// The mailboxes a patch leaves the Email in, if it touches mailboxIds.
+async fn patched_mailboxes(
     req: &mut Req<'_>,
     loc: &Loc,
     patch: &Map<String, Value>,
-) -> Result<Option<Folder>, Value> {
-    let mut set: Vec<String> = vec![loc.folder.id()];
+) -> Result<Option<Vec<Folder>>, Value> {
+    let mut set: Vec<String> = loc.copies.iter().map(|(f, _)| f.id()).collect();
     let mut touched = false;
     if let Some(m) = patch.get("mailboxIds") {
         let m = m
             .as_object()
             .ok_or_else(|| set_error("invalidProperties", "mailboxIds must be an object"))?;
-        set = m
-            .iter()
-            .filter(|(_, v)| **v == Value::Bool(true))
-            .map(|(k, _)| req.resolve_id(k))
-            .collect();
+        set = Vec::new();
+        for (k, v) in m {
+            if *v != Value::Bool(true) {
+                return Err(set_error(
+                    "invalidProperties",
+                    "mailboxIds values must be true",
+                ));
+            }
+            set.push(req.resolve_id(k));
+        }
         touched = true;
     }
     for (k, v) in patch {
@@ -1430,30 +1610,90 @@ async fn patched_mailbox(
     if !touched {
         return Ok(None);
     }
-    match set.len() {
-        0 => Err(set_error(
-            "invalidProperties",
-            "an email must be in a mailbox",
-        )),
-        1 => {
-            if set[0] == loc.folder.id() {
-                return Ok(None);
-            }
-            let f = req
-                .folder_by_id(&set[0])
-                .await
-                .map_err(|e| set_error("serverFail", format!("{e:?}")))?
-                .ok_or_else(|| set_error("invalidProperties", "no such mailbox"))?;
-            Ok(Some(f))
-        }
-        _ => Err(set_error(
-            "tooManyMailboxes",
-            "an email is in exactly one mailbox here (maxMailboxesPerEmail 1)",
-        )),
-    }
+    resolve_mailboxes(req, set).await.map(Some)
 }
 
-async fn update_one(req: &mut Req<'_>, id: &str, patch: &Value) -> Result<(), Value> {
+/// Folders for mailbox ids (deduplicated): at least one, all existing.
+async fn resolve_mailboxes(req: &mut Req<'_>, ids: Vec<String>) -> Result<Vec<Folder>, Value> {
+    let mut out: Vec<Folder> = Vec::new();
+    for id in ids {
+        let f = req
+            .folder_by_id(&id)
+            .await
+            .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+            .ok_or_else(|| set_error("invalidProperties", format!("no mailbox {id}")))?;
+        if !out.iter().any(|o| o.uidvalidity == f.uidvalidity) {
+            out.push(f);
+        }
+    }
+    if out.is_empty() {
+        return Err(set_error(
+            "invalidProperties",
+            "an email must be in at least one mailbox",
+        ));
+    }
+    Ok(out)
+}
+
+/// Expunges one copy.
+async fn remove_copy(req: &mut Req<'_>, folder: &Folder, uid: u32) -> Result<(), Value> {
+    let mut sel = req
+        .session
+        .select(&folder.name, false)
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    sel.store_flags(&[uid], FlagOp::Add, &[Flag::Deleted], None)
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    sel.expunge(Some(&[uid]))
+        .await
+        .map_err(|e| store_set_error(&e))?;
+    Ok(())
+}
+
+/// Puts an Email in exactly `target`: copies leave by MOVE where one can (so a plain move
+/// is one store operation and the content is never absent), are added by COPY, and are
+/// expunged from the rest.
+async fn set_mailboxes(req: &mut Req<'_>, loc: &Loc, target: &[Folder]) -> Result<(), Value> {
+    let has = |f: &Folder| {
+        loc.copies
+            .iter()
+            .any(|(g, _)| g.uidvalidity == f.uidvalidity)
+    };
+    let adds: Vec<&Folder> = target.iter().filter(|f| !has(f)).collect();
+    let mut leaving: Vec<(Folder, u32)> = loc
+        .copies
+        .iter()
+        .filter(|(g, _)| !target.iter().any(|f| f.uidvalidity == g.uidvalidity))
+        .map(|(g, m)| (g.clone(), m.uid))
+        .collect();
+    for to in adds {
+        let r = match leaving.pop() {
+            Some((from, uid)) => {
+                req.session
+                    .move_messages(&from.name, &[uid], &to.name)
+                    .await
+            }
+            None => {
+                req.session
+                    .copy(&loc.folder.name, &[loc.msg.uid], &to.name)
+                    .await
+            }
+        };
+        r.map_err(|e| store_set_error(&e))?;
+    }
+    for (from, uid) in leaving {
+        remove_copy(req, &from, uid).await?;
+    }
+    Ok(())
+}
+
+async fn update_one(
+    req: &mut Req<'_>,
+    index: &EmailIndex,
+    id: &str,
+    patch: &Value,
+) -> Result<(), Value> {
     let p = patch
         .as_object()
         .ok_or_else(|| set_error("invalidPatch", "a patch is an object"))?;
@@ -1469,47 +1709,60 @@ async fn update_one(req: &mut Req<'_>, id: &str, patch: &Value) -> Result<(), Va
             ));
         }
     }
-    let loc = locate(req, id)
+    let loc = locate_in(req, index, id)
         .await
         .map_err(|e| set_error("serverFail", format!("{e:?}")))?
         .ok_or_else(|| set_error("notFound", "no such email"))?;
-    let flags = patched_flags(&loc.msg.flags, p)?;
-    let target = patched_mailbox(req, &loc, p).await?;
-    if let Some(flags) = flags {
-        let mut sel = req
-            .session
-            .select(&loc.folder.name, false)
-            .await
-            .map_err(|e| store_set_error(&e))?;
-        sel.store_flags(&[loc.msg.uid], FlagOp::Replace, &flags, None)
-            .await
-            .map_err(|e| store_set_error(&e))?;
+    let flags = patched_flags(&loc.flags(), p)?;
+    let target = patched_mailboxes(req, &loc, p).await?;
+    if let Some(flags) = &flags {
+        // Keywords belong to the Email: every copy gets them.
+        for (folder, msg) in &loc.copies {
+            let mut sel = req
+                .session
+                .select(&folder.name, false)
+                .await
+                .map_err(|e| store_set_error(&e))?;
+            let mut mine = flags.clone();
+            // \Deleted is per copy (IMAP's), never a JMAP keyword.
+            mine.retain(|f| *f != Flag::Deleted);
+            if msg.flags.contains(&Flag::Deleted) {
+                mine.push(Flag::Deleted);
+            }
+            sel.store_flags(&[msg.uid], FlagOp::Replace, &mine, None)
+                .await
+                .map_err(|e| store_set_error(&e))?;
+        }
+        req.invalidate();
     }
     if let Some(t) = target {
-        req.session
-            .move_messages(&loc.folder.name, &[loc.msg.uid], &t.name)
-            .await
-            .map_err(|e| store_set_error(&e))?;
+        let loc = if flags.is_some() {
+            // Flags changed the snapshots: look again so moves carry the new flags.
+            let fresh = req
+                .session
+                .email_index()
+                .await
+                .map_err(|e| set_error("serverFail", e.to_string()))?;
+            locate_in(req, &fresh, id)
+                .await
+                .map_err(|e| set_error("serverFail", format!("{e:?}")))?
+                .ok_or_else(|| set_error("notFound", "no such email"))?
+        } else {
+            loc
+        };
+        set_mailboxes(req, &loc, &t).await?;
     }
     Ok(())
 }
 
-async fn destroy_one(req: &mut Req<'_>, id: &str) -> Result<(), Value> {
-    let loc = locate(req, id)
+async fn destroy_one(req: &mut Req<'_>, index: &EmailIndex, id: &str) -> Result<(), Value> {
+    let loc = locate_in(req, index, id)
         .await
         .map_err(|e| set_error("serverFail", format!("{e:?}")))?
         .ok_or_else(|| set_error("notFound", "no such email"))?;
-    let mut sel = req
-        .session
-        .select(&loc.folder.name, false)
-        .await
-        .map_err(|e| store_set_error(&e))?;
-    sel.store_flags(&[loc.msg.uid], FlagOp::Add, &[Flag::Deleted], None)
-        .await
-        .map_err(|e| store_set_error(&e))?;
-    sel.expunge(Some(&[loc.msg.uid]))
-        .await
-        .map_err(|e| store_set_error(&e))?;
+    for (folder, msg) in &loc.copies {
+        remove_copy(req, folder, msg.uid).await?;
+    }
     Ok(())
 }
 
@@ -1813,47 +2066,56 @@ fn flags_from_keywords(o: &Map<String, Value>) -> Result<Vec<Flag>, Value> {
     Ok(flags)
 }
 
-async fn target_mailbox(req: &mut Req<'_>, o: &Map<String, Value>) -> Result<Folder, Value> {
+async fn target_mailboxes(req: &mut Req<'_>, o: &Map<String, Value>) -> Result<Vec<Folder>, Value> {
     let m = o
         .get("mailboxIds")
         .and_then(Value::as_object)
         .ok_or_else(|| set_error("invalidProperties", "mailboxIds is required"))?;
-    let ids: Vec<&String> = m
-        .iter()
-        .filter(|(_, v)| **v == Value::Bool(true))
-        .map(|(k, _)| k)
-        .collect();
-    if ids.len() != 1 {
-        return Err(set_error(
-            "invalidProperties",
-            "mailboxIds must name exactly one mailbox (maxMailboxesPerEmail 1)",
-        ));
+    let mut ids = Vec::new();
+    for (k, v) in m {
+        if *v != Value::Bool(true) {
+            return Err(set_error(
+                "invalidProperties",
+                "mailboxIds values must be true",
+            ));
+        }
+        ids.push(req.resolve_id(k));
     }
-    req.folder_by_id(ids[0])
-        .await
-        .map_err(|e| set_error("serverFail", format!("{e:?}")))?
-        .ok_or_else(|| set_error("invalidProperties", "no such mailbox"))
+    resolve_mailboxes(req, ids).await
 }
 
-/// Appends a message and answers what a create returns.
+/// Appends a message to the first mailbox and copies it to the others; answers what a
+/// create returns.
 async fn append(
     req: &mut Req<'_>,
-    folder: &Folder,
+    folders: &[Folder],
     data: Vec<u8>,
     flags: &[Flag],
     date: Option<i64>,
 ) -> Result<Value, Value> {
     let size = data.len();
     let st = MessageStructure::parse(&data);
+    let (email, thread) = st
+        .object_ids()
+        .ok_or_else(|| set_error("serverFail", "no id for a parsed message"))?;
+    let (first, rest) = folders
+        .split_first()
+        .ok_or_else(|| set_error("invalidProperties", "mailboxIds is empty"))?;
     let r = req
         .session
-        .append(&folder.name, data, flags, date)
+        .append(&first.name, data, flags, date)
         .await
         .map_err(|e| store_set_error(&e))?;
+    for f in rest {
+        req.session
+            .copy(&first.name, &[r.uid], &f.name)
+            .await
+            .map_err(|e| store_set_error(&e))?;
+    }
     Ok(json!({
-        "id": ids::email_id(r.uidvalidity, r.uid),
+        "id": email.to_string(),
         "blobId": ids::message_blob_id(r.uidvalidity, r.uid),
-        "threadId": ids::thread_id(st.subject_decoded.as_deref()),
+        "threadId": thread.to_string(),
         "size": size,
     }))
 }
@@ -1894,7 +2156,7 @@ pub(crate) async fn set(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
                 let o = obj
                     .as_object()
                     .ok_or_else(|| set_error("invalidProperties", "not an object"))?;
-                let folder = target_mailbox(req, o).await?;
+                let folders = target_mailboxes(req, o).await?;
                 let flags = flags_from_keywords(o)?;
                 let data = build_message(req, o).await?;
                 let date = match o.get("receivedAt").and_then(Value::as_str) {
@@ -1904,7 +2166,7 @@ pub(crate) async fn set(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
                     ),
                     None => None,
                 };
-                append(req, &folder, data, &flags, date).await
+                append(req, &folders, data, &flags, date).await
             }
             .await;
             req.invalidate();
@@ -1926,7 +2188,8 @@ pub(crate) async fn set(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
             .as_object()
             .ok_or_else(|| MethodError::InvalidArguments("update must be an object".into()))?;
         for (id, patch) in update {
-            let r = update_one(req, id, patch).await;
+            let index = req.session.email_index().await?;
+            let r = update_one(req, &index, id, patch).await;
             req.invalidate();
             match r {
                 Ok(()) => {
@@ -1940,7 +2203,8 @@ pub(crate) async fn set(req: &mut Req<'_>, args: Map<String, Value>) -> MResult 
     }
     if let Some(destroy) = arg_ids(&args, "destroy")? {
         for id in destroy {
-            let r = destroy_one(req, &id).await;
+            let index = req.session.email_index().await?;
+            let r = destroy_one(req, &index, &id).await;
             req.invalidate();
             match r {
                 Ok(()) => destroyed.push(req.resolve_id(&id)),
@@ -1992,7 +2256,7 @@ pub(crate) async fn import(req: &mut Req<'_>, args: Map<String, Value>) -> MResu
             if MessageParser::default().parse_headers(&data).is_none() || data.is_empty() {
                 return Err(set_error("invalidEmail", "the blob is not a message"));
             }
-            let folder = target_mailbox(req, o).await?;
+            let folders = target_mailboxes(req, o).await?;
             let flags = flags_from_keywords(o)?;
             let date = match o.get("receivedAt").and_then(Value::as_str) {
                 Some(d) => Some(
@@ -2001,7 +2265,7 @@ pub(crate) async fn import(req: &mut Req<'_>, args: Map<String, Value>) -> MResu
                 ),
                 None => None,
             };
-            append(req, &folder, data, &flags, date).await
+            append(req, &folders, data, &flags, date).await
         }
         .await;
         req.invalidate();

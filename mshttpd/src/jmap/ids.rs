@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use store_client::{EmailId, MessageStructure, ThreadId};
+
 use super::Folder;
 
 /// Mailbox id: `M` and the folder's UIDVALIDITY in hex (unique in the instance, kept by
@@ -14,17 +16,10 @@ pub(crate) fn parse_mailbox_id(id: &str) -> Option<u32> {
     u32::from_str_radix(id.strip_prefix('M')?, 16).ok()
 }
 
-/// Email id: `E`, UIDVALIDITY and UID in hex.
-pub(crate) fn email_id(uidvalidity: u32, uid: u32) -> String {
-    format!("E{uidvalidity:x}_{uid:x}")
-}
-
-pub(crate) fn parse_email_id(id: &str) -> Option<(u32, u32)> {
-    let (a, b) = id.strip_prefix('E')?.split_once('_')?;
-    Some((
-        u32::from_str_radix(a, 16).ok()?,
-        u32::from_str_radix(b, 16).ok()?,
-    ))
+/// Email id: the message's content id (RFC 8474 EMAILID, `M` and 24 hex digits), the same
+/// for every copy in every folder and kept across moves.
+pub(crate) fn parse_email_id(id: &str) -> Option<EmailId> {
+    EmailId::parse(id)
 }
 
 /// What a blob id names.
@@ -105,12 +100,16 @@ pub(crate) fn base_subject(subject: &str) -> String {
     s.to_lowercase()
 }
 
-/// Thread id: `T` and a checksum of the base subject.
-pub(crate) fn thread_id(subject: Option<&str>) -> String {
-    format!(
-        "T{:08x}",
-        crc32fast::hash(base_subject(subject.unwrap_or("")).as_bytes())
-    )
+/// Thread id (RFC 8474 THREADID) of a message from its structure: None only for a cache
+/// entry written before ids existed whose message names no Message-ID (its thread is then
+/// its own, named by a content id the structure does not carry).
+pub(crate) fn thread_of(st: &MessageStructure) -> Option<String> {
+    match st.object_ids() {
+        Some((_, t)) => Some(t.to_string()),
+        None => st
+            .thread_root()
+            .map(|root| ThreadId::of_root(&root).to_string()),
+    }
 }
 
 /// One folder's entry in a state string.
@@ -261,7 +260,8 @@ mod tests {
     #[test]
     fn ids_round_trip() {
         assert_eq!(parse_mailbox_id(&mailbox_id(0xdead)), Some(0xdead));
-        assert_eq!(parse_email_id(&email_id(7, 42)), Some((7, 42)));
+        let e = EmailId::of_message(b"Subject: x\r\n\r\n");
+        assert_eq!(parse_email_id(&e.to_string()), Some(e));
         assert_eq!(
             parse_blob_id(&part_blob_id(7, 42, 3)),
             Some(BlobRef::Part {
@@ -272,6 +272,7 @@ mod tests {
         );
         assert_eq!(parse_blob_id("B1_2_3_4"), None);
         assert_eq!(parse_email_id("Ezz_1"), None);
+        assert_eq!(parse_email_id("E1_2"), None);
         assert_eq!(parse_mailbox_id("../etc"), None);
     }
 
@@ -287,7 +288,6 @@ mod tests {
     #[test]
     fn base_subjects_group_replies() {
         assert_eq!(base_subject("Re: [list] Fwd: Lunch (fwd)"), "lunch");
-        assert_eq!(thread_id(Some("RE: lunch")), thread_id(Some("Lunch")));
         // Non-ASCII subjects never split a character.
         for t in ["Ꮢe: é(fwd)", "K(FWD)", "[ü] Fwd: ß", "re:", "(fwd)", "]["] {
             let _ = base_subject(t);

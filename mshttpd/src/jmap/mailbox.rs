@@ -81,7 +81,7 @@ async fn to_json(req: &mut Req<'_>, f: &Folder, all: &[Folder], props: &[String]
             let seen: std::collections::HashMap<u32, bool> =
                 live.iter().map(|m| (m.uid, m.flags.is_seen())).collect();
             for (uid, s) in &st {
-                let t = ids::thread_id(s.subject_decoded.as_deref());
+                let t = ids::thread_of(s).unwrap_or_else(|| format!("#{uid}"));
                 if seen.get(uid) == Some(&false) {
                     unread_t.insert(t.clone());
                 }
