@@ -6,7 +6,7 @@
 //! `store.lck` (shared for reading, exclusive for writing), so the two can never deadlock.
 //! Writers release both before waiting for their group commit.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -237,8 +237,16 @@ fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
     Ok(out)
 }
 
-/// Group commit: writers that finished their index updates wait here for one fsync of the
-/// index, journal and touched directories that covers them all.
+/// Group commit: writers that finished their index updates wait here for one round of
+/// flushes that covers them all: the message files recorded since the last round, the
+/// directories that gained names, the index and (when written) the flag journal, issued at
+/// once so that the filesystem folds them into one journal commit.
+///
+/// A message's data is flushed in the same round as its index record, so the record may
+/// reach the disk first. The index header's `durable_uid` bounds the records for which that
+/// is possible, and after the machine restarts those are checked against their files
+/// (`Folder::verify_after_restart`): nothing acknowledged depends on that check, since a
+/// writer is answered only when its round, data included, is complete.
 #[derive(Default)]
 struct GroupCommit {
     m: Mutex<GcInner>,
@@ -247,77 +255,166 @@ struct GroupCommit {
 
 #[derive(Default)]
 struct GcInner {
+    /// Sequence number of the last write noted.
     written: u64,
+    /// Every write up to this one is on stable storage.
     synced: u64,
-    /// Flush rounds under way.
-    rounds: usize,
+    /// The last write a round already started covers.
+    started: u64,
+    /// What the next round flushes.
+    files: Vec<PathBuf>,
     dirs: HashSet<PathBuf>,
-    /// The flag journal was written since the last flush.
     journal: bool,
+    /// UIDNEXT at the last note: once the next round is done, every message below it is durable.
+    uid_target: u32,
+    /// Rounds under way (`None`) or finished ahead of an earlier one (`Some((write, uid))`),
+    /// by number: `synced` and `durable_uid` only move over a finished prefix.
+    rounds: BTreeMap<u64, Option<(u64, u32)>>,
+    next_round: u64,
+    /// Bumped when a round fails: rounds started before no longer count.
+    epoch: u64,
+    /// The UIDVALIDITY the two UID marks below belong to.
+    uidvalidity: u32,
+    /// Every message below this UID is on stable storage (data and directory entry).
+    durable_uid: u32,
+    /// Every message below this UID is durable or in some round's list of files.
+    requested_uid: u32,
+}
+
+/// What a write under the folder lock leaves for its group-commit round.
+struct Note {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    journal: bool,
+    uidnext: u32,
 }
 
 impl GroupCommit {
-    fn note(&self, dirs: Vec<PathBuf>, journal: bool) -> u64 {
-        let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
-        g.written += 1;
-        g.dirs.extend(dirs);
-        g.journal |= journal;
-        g.written
+    fn inner(&self) -> MutexGuard<'_, GcInner> {
+        self.m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait until write `seq` is on stable storage. A writer not covered by a flush already
-    /// under way starts one itself (up to `MAX_ROUNDS` at once) rather than queue behind it:
-    /// concurrent flushes are folded together by the filesystem's journal.
-    fn wait(&self, seq: u64, files: &FolderFiles) -> io::Result<()> {
+    /// Under the folder lock, before a write: the header's durable mark is raised to what this
+    /// process knows, and the UID from which recorded messages still need a flush is returned.
+    fn begin(&self, h: &mut Header) -> u32 {
+        let mut g = self.inner();
+        if g.uidvalidity != h.uidvalidity {
+            // Recreated under the same name: UIDs start again.
+            g.uidvalidity = h.uidvalidity;
+            g.durable_uid = 0;
+            g.requested_uid = 0;
+        }
+        if h.boot_id == [0u8; 16] {
+            // Written by a version that flushed every message before recording it (or
+            // rebuilt by reconstruct from the files): all of it is durable.
+            h.durable_uid = h.uidnext;
+        }
+        h.durable_uid = h.durable_uid.max(g.durable_uid).min(h.uidnext);
+        h.boot_id = fsutil::boot_id().unwrap_or([0xff; 16]);
+        h.durable_uid.max(g.requested_uid)
+    }
+
+    /// Under the folder lock, after a write: queue its flushes; returns (sequence, epoch).
+    fn note(&self, n: Note) -> (u64, u64) {
+        let mut g = self.inner();
+        g.written += 1;
+        for f in &n.files {
+            if let Some(d) = f.parent() {
+                g.dirs.insert(d.to_path_buf());
+            }
+        }
+        g.files.extend(n.files);
+        g.dirs.extend(n.dirs);
+        g.journal |= n.journal;
+        g.uid_target = g.uid_target.max(n.uidnext);
+        g.requested_uid = g.requested_uid.max(n.uidnext);
+        (g.written, g.epoch)
+    }
+
+    /// Wait until write `seq` is on stable storage. A writer not covered by a round already
+    /// started starts one (up to `MAX_ROUNDS` at once: a new round's flushes join the
+    /// filesystem's next journal commit while the current one is written).
+    fn wait(&self, seq: u64, epoch: u64, files: &FolderFiles) -> io::Result<()> {
         const MAX_ROUNDS: usize = 4;
-        let mut g = self.m.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner();
         loop {
             if g.synced >= seq {
                 return Ok(());
             }
-            if g.rounds < MAX_ROUNDS {
-                g.rounds += 1;
-                let target = g.written;
-                let dirs: Vec<PathBuf> = g.dirs.drain().collect();
-                let journal = std::mem::take(&mut g.journal);
-                drop(g);
-                let r = flush_all(files, &dirs, journal);
-                g = self.m.lock().unwrap_or_else(|p| p.into_inner());
-                g.rounds -= 1;
+            if g.epoch != epoch {
+                return Err(io::Error::other("an earlier flush of this folder failed"));
+            }
+            if g.started >= seq || g.rounds.len() >= MAX_ROUNDS {
+                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let id = g.next_round;
+            g.next_round += 1;
+            let target = (g.written, g.uid_target);
+            g.started = g.written;
+            let msgs = std::mem::take(&mut g.files);
+            let dirs: Vec<PathBuf> = g.dirs.drain().collect();
+            let journal = std::mem::take(&mut g.journal);
+            let round_epoch = g.epoch;
+            g.rounds.insert(id, None);
+            drop(g);
+            let r = flush_all(files, &msgs, &dirs, journal);
+            g = self.inner();
+            if g.epoch == round_epoch {
                 match r {
-                    // Everything written before this flush began is now durable.
-                    Ok(()) => g.synced = g.synced.max(target),
+                    Ok(()) => {
+                        g.rounds.insert(id, Some(target));
+                        while let Some(e) = g.rounds.first_entry() {
+                            let Some((w, u)) = *e.get() else { break };
+                            e.remove();
+                            g.synced = g.synced.max(w);
+                            g.durable_uid = g.durable_uid.max(u);
+                        }
+                    }
                     Err(e) => {
+                        // Nothing not yet durable counts any more: every waiter of this epoch
+                        // gets the error, and the next write's round flushes again every
+                        // message above the durable mark.
+                        g.epoch += 1;
+                        g.rounds.clear();
+                        g.started = g.synced;
+                        g.requested_uid = g.durable_uid;
                         g.dirs.extend(dirs);
-                        g.journal |= journal;
+                        g.journal = true;
                         self.cv.notify_all();
                         return Err(e);
                     }
                 }
-                self.cv.notify_all();
-            } else {
-                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
             }
+            self.cv.notify_all();
         }
     }
 }
 
-/// One flush round: the directories that gained names, the index and (when written) the
-/// journal, issued together so the filesystem can fold them into one journal commit.
-fn flush_all(files: &FolderFiles, dirs: &[PathBuf], journal: bool) -> io::Result<()> {
-    let mut targets: Vec<(PathBuf, bool)> = dirs.iter().map(|d| (d.clone(), true)).collect();
+/// One flush round: the message files, the directories that gained names, the index and
+/// (when written) the journal, all in flight at once on the flusher threads.
+fn flush_all(
+    files: &FolderFiles,
+    msgs: &[PathBuf],
+    dirs: &[PathBuf],
+    journal: bool,
+) -> io::Result<()> {
+    let mut targets: Vec<(PathBuf, bool)> = msgs.iter().map(|p| (p.clone(), false)).collect();
+    targets.extend(dirs.iter().map(|d| (d.clone(), true)));
     if journal {
         targets.push((files.path(JNL), false));
     }
-    // The other flushes run on the flusher threads while this one flushes the index.
     let pending: Vec<_> = targets
         .into_iter()
-        .map(|(p, dir)| fsutil::flush_in_background(p, dir))
+        .map(|(p, dir)| (fsutil::flush_in_background(p, dir), !dir))
         .collect();
+    // The index on this thread while the flusher threads do the rest.
     let mut result = File::open(files.path(IDX)).and_then(|f| f.sync_data());
-    for rx in pending {
+    for (rx, file) in pending {
         match rx.recv() {
             Ok(Ok(())) => {}
+            // A message file expunged and cleaned up meanwhile needs no flush.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound && file => {}
             Ok(Err(e)) => result = Err(e),
             Err(_) => result = Err(io::Error::other("flusher thread gone")),
         }
@@ -416,6 +513,15 @@ impl Folder {
     /// Run `f` on the folder's current state (under the shared lock).
     pub fn read<T>(&self, f: impl FnOnce(&FolderState) -> Result<T>) -> Result<T> {
         let mut guard = self.lock_state();
+        if guard.is_none()
+            && peek_header(&self.files, &self.name).is_ok_and(|h| needs_restart_check(&h))
+        {
+            // First look since the machine restarted: the check may drop records.
+            let _lock = FileLock::exclusive(&self.files.path(LCK))
+                .ctx(|| format!("locking {}", self.name))?;
+            let state = self.refresh(&mut guard, true)?;
+            return f(state);
+        }
         let _lock =
             FileLock::shared(&self.files.path(LCK)).ctx(|| format!("locking {}", self.name))?;
         let state = self.refresh(&mut guard, false)?;
@@ -429,6 +535,8 @@ impl Folder {
             let _lock = FileLock::exclusive(&self.files.path(LCK))
                 .ctx(|| format!("locking {}", self.name))?;
             let state = self.refresh(&mut guard, true)?;
+            let flush_from = self.commit.begin(&mut state.header);
+            let uidnext_before = state.header.uidnext;
             let mut w = Writer {
                 state,
                 files: &self.files,
@@ -436,6 +544,7 @@ impl Folder {
                 dirs: Vec::new(),
                 wrote: false,
                 journaled: false,
+                data_durable: false,
             };
             let out = match f(&mut w) {
                 Ok(o) => o,
@@ -450,15 +559,34 @@ impl Folder {
                 }
             };
             let seq = if w.wrote {
-                Some(self.commit.note(std::mem::take(&mut w.dirs), w.journaled))
+                // Every recorded message no round has taken yet: this write's, and any other
+                // process appended since (flushed here too, so the durable mark this process
+                // writes later is true of them as well).
+                let s = &*w.state;
+                let first = s.msgs.partition_point(|m| m.uid < flush_from);
+                let files = s.msgs[first..]
+                    .iter()
+                    // A bulk import's own messages were flushed by its syncfs.
+                    .filter(|m| {
+                        let flushed = w.data_durable && m.uid >= uidnext_before;
+                        !m.is_expunged() && !flushed
+                    })
+                    .map(|m| self.files.message(m.uid))
+                    .collect();
+                Some(self.commit.note(Note {
+                    files,
+                    dirs: std::mem::take(&mut w.dirs),
+                    journal: w.journaled,
+                    uidnext: s.header.uidnext,
+                }))
             } else {
                 None
             };
             (out, seq)
         };
-        if let Some(seq) = seq {
+        if let Some((seq, epoch)) = seq {
             self.commit
-                .wait(seq, &self.files)
+                .wait(seq, epoch, &self.files)
                 .ctx(|| format!("flushing {}", self.name))?;
         }
         Ok(out)
@@ -604,7 +732,15 @@ impl Folder {
             .truncate(false)
             .open(self.files.path(CACHE))
             .ctx(|| format!("opening cache of {}", self.name))?;
-        let msgs = read_msgs(&idx, header.record_count, &self.name)?;
+        let restarted = repair && needs_restart_check(&header);
+        let mut count = header.record_count;
+        if restarted {
+            // A power loss may have kept the header but not the last records it counts: those
+            // were never acknowledged (their round had not finished).
+            let len = idx.metadata().ctx(|| format!("stat {}", self.name))?.len();
+            count = count.min(len.saturating_sub(index::RECORDS_OFFSET) / RECORD_SIZE as u64);
+        }
+        let msgs = read_msgs(&idx, count, &self.name)?;
         let mut s = FolderState {
             header,
             keywords,
@@ -616,10 +752,93 @@ impl Folder {
             jnl_offset,
             cache,
         };
+        if restarted && count < s.header.record_count {
+            tracing::warn!(mailbox = %self.name, lost = s.header.record_count - count, "index records lost in a restart of the machine were never acknowledged; dropped");
+            s.header.record_count = count;
+            let all = read_records(&s.idx, 0, count, &self.name)?;
+            recount(&mut s.header, &all);
+            s.idx
+                .set_len(index::record_offset(count))
+                .ctx(|| format!("repairing index of {}", self.name))?;
+        }
         if repair {
             self.repair_tail(&mut s)?;
         }
+        if restarted {
+            self.verify_after_restart(&mut s)?;
+        }
         Ok(s)
+    }
+
+    /// After the machine restarted, the records the last writers did not yet know durable
+    /// (UID at or above the header's `durable_uid`) are checked against their message files.
+    /// A record whose file is missing, of another size or another content (CRC32) was never
+    /// acknowledged: its group-commit round, which flushes the data with the record, had not
+    /// finished. It is dropped, and its file with it; UIDNEXT stays, so no UID is reused.
+    fn verify_after_restart(&self, s: &mut FolderState) -> Result<()> {
+        let first = s.msgs.partition_point(|m| m.uid < s.header.durable_uid);
+        let recs = read_records(&s.idx, first as u64, s.msgs.len() as u64, &self.name)?;
+        let mut keep = Vec::with_capacity(recs.len());
+        let mut dropped = Vec::new();
+        for r in recs {
+            if r.is_expunged() || self.file_matches(&r)? {
+                keep.push(r);
+            } else {
+                dropped.push(r);
+            }
+        }
+        if !dropped.is_empty() {
+            let mut buf = Vec::with_capacity(keep.len() * RECORD_SIZE);
+            for r in &keep {
+                buf.extend_from_slice(&r.encode());
+            }
+            let io = || -> io::Result<()> {
+                s.idx
+                    .write_all_at(&buf, index::record_offset(first as u64))?;
+                s.idx
+                    .set_len(index::record_offset((first + keep.len()) as u64))?;
+                for r in &dropped {
+                    match std::fs::remove_file(self.files.message(r.uid)) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                for d in dropped
+                    .iter()
+                    .map(|r| self.files.bucket(r.uid))
+                    .collect::<HashSet<_>>()
+                {
+                    fsutil::sync_dir(&d)?;
+                }
+                Ok(())
+            };
+            io().ctx(|| format!("repairing index of {}", self.name))?;
+            s.msgs.truncate(first);
+            s.msgs.extend(keep.iter().map(Msg::from));
+            let all = read_records(&s.idx, 0, s.msgs.len() as u64, &self.name)?;
+            recount(&mut s.header, &all);
+            let uids: Vec<u32> = dropped.iter().map(|r| r.uid).collect();
+            tracing::warn!(mailbox = %self.name, ?uids, "messages whose data did not survive a restart of the machine were never acknowledged; their index records are dropped");
+        }
+        s.header.durable_uid = s.header.uidnext;
+        s.header.boot_id = fsutil::boot_id().unwrap_or([0xff; 16]);
+        s.idx
+            .write_all_at(&s.header.encode(), 0)
+            .and_then(|()| s.idx.sync_data())
+            .ctx(|| format!("repairing index of {}", self.name))?;
+        Ok(())
+    }
+
+    /// The message file of `r` is there with the size and content it was recorded with. An
+    /// error other than its absence is reported, not taken for a mismatch.
+    fn file_matches(&self, r: &Record) -> Result<bool> {
+        let path = self.files.message(r.uid);
+        match std::fs::read(&path) {
+            Ok(data) => Ok(data.len() as u64 == r.size
+                && (r.content_crc == 0 || crc32fast::hash(&data) == r.content_crc)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).ctx(|| format!("reading {}", path.display())),
+        }
     }
 
     /// After a crash between writing records and writing the header, the file holds more
@@ -849,6 +1068,8 @@ struct Writer<'a> {
     dirs: Vec<PathBuf>,
     wrote: bool,
     journaled: bool,
+    /// The messages this write appended are already on stable storage (bulk import).
+    data_durable: bool,
 }
 
 impl Writer<'_> {
@@ -1002,6 +1223,7 @@ impl Writer<'_> {
 
     fn append(&mut self, msgs: &mut [PreparedMessage], max_messages: u64) -> Result<Vec<u32>> {
         self.check_room(msgs.len(), max_messages)?;
+        self.data_durable = msgs.iter().all(|m| m.data_durable);
         let mut batch = Batch::new(self.state.header.highest_modseq + 1);
         for m in msgs.iter_mut() {
             let tmp = m.tmp.clone();
@@ -1309,6 +1531,12 @@ pub fn decode_cache_entry<'a>(cache: &'a [u8], rec: &Record) -> Option<&'a [u8]>
     }
     let payload = &b[CACHE_ENTRY_HEADER..];
     (crc32fast::hash(payload) == g4(12)).then_some(payload)
+}
+
+/// The index was last written in another boot of the machine (a power loss may have come
+/// between): records from its `durable_uid` on are to be checked against their files.
+fn needs_restart_check(h: &Header) -> bool {
+    h.boot_id != [0u8; 16] && Some(h.boot_id) != fsutil::boot_id()
 }
 
 /// Read a folder's header straight from store.idx, without locks or loading the index: what a

@@ -56,6 +56,15 @@ pub struct Header {
     pub created: i64,
     /// Expunged records not yet compacted away.
     pub expunged_records: u64,
+    /// Every message with a UID below this has its data and directory entry on stable
+    /// storage. Records at or above it may have reached the disk before their message's data
+    /// (the group commit flushes both in one round), so after a power loss they are checked
+    /// against their files' content CRC. 0 in indexes written before this existed.
+    pub durable_uid: u32,
+    /// The boot (see `fsutil::boot_id`) of the last writer; all zero in indexes written before
+    /// this existed, whose appends flushed each message before recording it. A different boot
+    /// means the machine restarted since, and records from `durable_uid` on are checked.
+    pub boot_id: [u8; 16],
 }
 
 fn get_u32(b: &[u8], at: usize) -> u32 {
@@ -93,6 +102,8 @@ impl Header {
         b[80..88].copy_from_slice(&self.generation.to_le_bytes());
         b[88..96].copy_from_slice(&self.created.to_le_bytes());
         b[96..104].copy_from_slice(&self.expunged_records.to_le_bytes());
+        b[104..108].copy_from_slice(&self.durable_uid.to_le_bytes());
+        b[108..124].copy_from_slice(&self.boot_id);
         let crc = crc32fast::hash(&b[..HEADER_SIZE - 4]);
         b[HEADER_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -127,6 +138,12 @@ impl Header {
             generation: get_u64(b, 80),
             created: get_i64(b, 88),
             expunged_records: get_u64(b, 96),
+            durable_uid: get_u32(b, 104),
+            boot_id: {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&b[108..124]);
+                id
+            },
         })
     }
 }
@@ -275,6 +292,8 @@ mod tests {
             highest_modseq: 99,
             record_count: 41,
             exists: 40,
+            durable_uid: 17,
+            boot_id: [9; 16],
             ..Default::default()
         };
         let mut b = h.encode();

@@ -1,6 +1,7 @@
 //! Preparing a message for the store: line endings normalised to CRLF, the structure parsed
-//! once, the bytes written to a temporary file and flushed to stable storage before the folder
-//! lock is taken (so that writers to one folder flush their files in parallel).
+//! once, the bytes written to a temporary file (with its writeback started) before the folder
+//! lock is taken. The file is flushed later, in the folder's group-commit round, together
+//! with the directory entry and index record of every message in the round.
 
 use std::fs::File;
 use std::io::Write;
@@ -40,7 +41,7 @@ pub fn normalize_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A message written to a temporary file in its destination folder, flushed, with its parsed
+/// A message written to a temporary file in its destination folder, with its parsed
 /// structure serialised, waiting to be given a UID.
 pub struct PreparedMessage {
     pub(crate) tmp: PathBuf,
@@ -51,6 +52,8 @@ pub struct PreparedMessage {
     pub(crate) structure: Vec<u8>,
     /// CRC32 of the file's bytes (kept in the index record).
     pub(crate) content_crc: u32,
+    /// Already on stable storage (a bulk import's syncfs): the commit round need not flush it.
+    pub(crate) data_durable: bool,
     committed: bool,
 }
 
@@ -66,6 +69,9 @@ impl PreparedMessage {
     pub(crate) fn mark_committed(&mut self) {
         self.committed = true;
     }
+    pub(crate) fn mark_data_durable(&mut self) {
+        self.data_durable = true;
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -77,7 +83,8 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Validate, normalise, parse and write `raw` into a temporary file in `dir`.
+/// Validate, normalise, parse and write `raw` into a temporary file in `dir`. Unless `bulk`
+/// (whose caller flushes the whole filesystem once), the file's writeback starts at once.
 pub(crate) fn prepare(
     dir: &Path,
     raw: &[u8],
@@ -85,7 +92,7 @@ pub(crate) fn prepare(
     flags: u32,
     keywords: Vec<String>,
     max_size: u64,
-    flush: bool,
+    bulk: bool,
 ) -> Result<PreparedMessage> {
     if raw.is_empty() {
         return Err(StoreError::EmptyMessage);
@@ -118,6 +125,7 @@ pub(crate) fn prepare(
         keywords,
         structure,
         content_crc: crc32fast::hash(&data),
+        data_durable: false,
         committed: false,
     };
     let write = || -> std::io::Result<()> {
@@ -133,8 +141,8 @@ pub(crate) fn prepare(
             UNIX_EPOCH
         };
         f.set_modified(mtime)?;
-        if flush {
-            f.sync_data()?;
+        if !bulk {
+            crate::fsutil::start_writeback(&f);
         }
         Ok(())
     };

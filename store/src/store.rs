@@ -12,7 +12,7 @@ use crate::folder::{
 use crate::index::{flag, Header};
 use crate::layout::{self, Layout};
 use crate::mboxdb::{MailboxDb, MailboxEntry, QuotaEntry};
-use crate::message::{self, now_secs};
+use crate::message::{self, now_secs, PreparedMessage};
 use crate::names::{MailboxName, Pattern, UserName};
 use crate::MessageStructure;
 
@@ -706,12 +706,15 @@ impl Store {
                 m.flags,
                 m.keywords,
                 cfg.max_message_size,
-                !bulk,
+                bulk,
             )?);
         }
         if bulk {
             crate::fsutil::sync_filesystem(&folder.files.dir)
                 .ctx(|| format!("flushing messages for {name}"))?;
+            prepared
+                .iter_mut()
+                .for_each(PreparedMessage::mark_data_durable);
         }
         let size: u64 = prepared.iter().map(|p| p.size).sum();
         let n = prepared.len() as i64;
