@@ -28,7 +28,8 @@ rm -rf $B
 mkdir -p $B/msg/config
 echo "user1:{PLAIN}pass" > $B/msg/config/passwd
 printf 'local.service.http.gzip.dynamic = 1\nservice.http.sessionsperprocess = 1000\n' > $B/msg/config/msg.conf
-$BIN --root $B/msg --listen 127.0.0.1:$PORT > $B/listening 2>$B/stderr & HTTPD_PID=$!
+# All connections are one account's: maxConcurrentRequests (8 by default) is raised above them.
+$BIN --root $B/msg --listen 127.0.0.1:$PORT --max-concurrent-requests $((CONNS + 8)) > $B/listening 2>$B/stderr & HTTPD_PID=$!
 for _ in $(seq 1 100); do grep -q listening $B/listening 2>/dev/null && break; sleep 0.1; done
 
 # Log in once; the session token is the Bearer token for everything after.

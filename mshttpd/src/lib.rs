@@ -50,6 +50,10 @@ pub struct Settings {
     pub max_size_request: usize,
     /// JMAP `maxSizeUpload`.
     pub max_size_upload: usize,
+    /// JMAP `maxConcurrentRequests` (per account).
+    pub max_concurrent_requests: usize,
+    /// JMAP `maxConcurrentUpload` (per account).
+    pub max_concurrent_upload: usize,
     /// Seconds an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
 }
@@ -65,6 +69,8 @@ impl Default for Settings {
             session_idle: Duration::from_secs(2 * 3600),
             max_size_request: 10 * 1024 * 1024,
             max_size_upload: 20 * 1024 * 1024,
+            max_concurrent_requests: 8,
+            max_concurrent_upload: 4,
             idle_timeout: Duration::from_secs(300),
         }
     }
@@ -99,8 +105,8 @@ impl HttpContext {
             auth: auth::Auth::new(&settings),
             blobs: Arc::new(jmap::blob::BlobStore::open(root, settings.max_size_upload)),
             assets: assets::Assets::new(),
-            requests: jmap::limits::Slots::new(jmap::MAX_CONCURRENT_REQUESTS),
-            uploads: jmap::limits::Slots::new(jmap::MAX_CONCURRENT_UPLOAD),
+            requests: jmap::limits::Slots::new(settings.max_concurrent_requests),
+            uploads: jmap::limits::Slots::new(settings.max_concurrent_upload),
             submissions: jmap::submission::Journal::new(root),
             settings,
         })

@@ -62,6 +62,12 @@ struct Args {
     /// JMAP maxSizeUpload, bytes.
     #[arg(long, default_value_t = 20 * 1024 * 1024)]
     max_size_upload: usize,
+    /// JMAP maxConcurrentRequests: API requests one account may have in progress at once.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent_requests: usize,
+    /// JMAP maxConcurrentUpload: uploads one account may have in progress at once.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_upload: usize,
     /// Seconds an idle connection is kept open.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
@@ -111,6 +117,8 @@ async fn run(
         max_auth_failures: args.max_auth_failures.max(1),
         max_size_request: args.max_size_request.max(1024),
         max_size_upload: args.max_size_upload.max(1024),
+        max_concurrent_requests: args.max_concurrent_requests.max(1),
+        max_concurrent_upload: args.max_concurrent_upload.max(1),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         ..Settings::default()
     };

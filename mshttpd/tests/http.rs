@@ -370,7 +370,16 @@ fn bad_input_gets_the_error_it_calls_for() {
     deliver(dir.path(), "joe", "INBOX", &[msg(1, "hello")]);
     let server = Server::start(
         dir.path(),
-        &["--max-size-request", "65536", "--max-size-upload", "8192"],
+        &[
+            "--max-size-request",
+            "65536",
+            "--max-size-upload",
+            "8192",
+            "--max-concurrent-requests",
+            "3",
+            "--max-concurrent-upload",
+            "2",
+        ],
     );
     let session = server.curl(&["-u", "joe:pw"], "/jmap/session").json();
     let core = &session["capabilities"]["urn:ietf:params:jmap:core"];
@@ -380,6 +389,8 @@ fn bad_input_gets_the_error_it_calls_for() {
         .as_u64()
         .expect("maxCallsInRequest") as usize;
     assert_eq!((max_request, max_upload), (65536, 8192));
+    assert_eq!(core["maxConcurrentRequests"], 3);
+    assert_eq!(core["maxConcurrentUpload"], 2);
 
     let problem = |r: &Resp, kind: &str| {
         assert_ne!(r.status, 500);

@@ -38,8 +38,6 @@ pub const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
 pub(crate) const MAX_CALLS_IN_REQUEST: usize = 64;
 pub(crate) const MAX_OBJECTS_IN_GET: usize = 1000;
 pub(crate) const MAX_OBJECTS_IN_SET: usize = 1000;
-pub(crate) const MAX_CONCURRENT_UPLOAD: usize = 4;
-pub(crate) const MAX_CONCURRENT_REQUESTS: usize = 8;
 
 /// A method-level error (RFC 8620 3.6.2, RFC 8621).
 #[derive(Debug)]
@@ -477,9 +475,9 @@ pub(crate) async fn session_resource(
         "capabilities": {
             CORE: {
                 "maxSizeUpload": ctx.settings.max_size_upload,
-                "maxConcurrentUpload": MAX_CONCURRENT_UPLOAD,
+                "maxConcurrentUpload": ctx.settings.max_concurrent_upload,
                 "maxSizeRequest": ctx.settings.max_size_request,
-                "maxConcurrentRequests": MAX_CONCURRENT_REQUESTS,
+                "maxConcurrentRequests": ctx.settings.max_concurrent_requests,
                 "maxCallsInRequest": MAX_CALLS_IN_REQUEST,
                 "maxObjectsInGet": MAX_OBJECTS_IN_GET,
                 "maxObjectsInSet": MAX_OBJECTS_IN_SET,
