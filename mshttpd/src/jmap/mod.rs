@@ -3,9 +3,9 @@
 //! dispatch to the mail (RFC 8621) and submission methods.
 //!
 //! One account per user, its id the user id. Ids are derived from the store, never stored:
-//! a Mailbox id from the folder's UIDVALIDITY, an Email id from UIDVALIDITY and UID (so a
-//! moved message gets a new id, and `/changes` reports it destroyed and created), a Thread
-//! id from the base subject (RFC 5256 ORDEREDSUBJECT grouping). The state string lists,
+//! a Mailbox id from the folder's UIDVALIDITY, Email and Thread ids the store's RFC 8474
+//! EMAILID (content digest: kept across moves, one Email for identical copies) and THREADID
+//! (digest of the conversation's root Message-ID). The state string lists,
 //! per folder, UIDVALIDITY, index generation, HIGHESTMODSEQ, UIDNEXT and a name checksum,
 //! which is what `/changes` computes differences from.
 
