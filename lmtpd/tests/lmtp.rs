@@ -5,75 +5,43 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use store_client::StoreClient;
-use userdb::{HashParams, Secret, UserDb};
 
 const HOST: &str = "mx.test";
 
 /// A temporary instance with users.
 fn instance(users: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(dir.path().join("config/passwd"), params).expect("userdb");
-    for u in users {
-        db.add(u, &Secret::new("pw".to_string())).expect("add user");
-    }
-    dir
+    testkit::instance(users)
 }
 
 /// The running binary; killed when dropped.
 struct Server {
-    child: Child,
+    proc: testkit::Spawned,
     addr: SocketAddr,
-    /// Kept open: lmtpd writes more lines to it.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lmtpd"))
-            .arg("--root")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lmtpd"));
+        cmd.arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0", "--hostname", HOST])
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start lmtpd");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .env("RUST_LOG", "info");
+        // One `listening on` line per listener.
+        let lines = 1 + usize::from(extra.contains(&"--socket"));
+        let proc = testkit::Spawned::start(cmd, lines);
         Server {
-            child,
-            addr,
-            _stdout: stdout,
+            addr: proc.addr(0),
+            proc,
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
     fn connect(&self) -> Client {
@@ -82,23 +50,12 @@ impl Server {
     }
 
     fn sigterm(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success());
+        self.proc.sigterm();
     }
 
     /// Wait for the process to exit; its exit status.
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(start.elapsed() < limit, "lmtpd did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.proc.wait_exit(limit)
     }
 }
 

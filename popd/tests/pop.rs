@@ -5,11 +5,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use store_client::StoreClient;
-use userdb::{HashParams, Secret, UserDb};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -20,18 +19,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A temporary instance with users (password "pw").
 fn instance(users: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(dir.path().join("config/passwd"), params).expect("userdb");
-    for u in users {
-        db.add(u, &Secret::new("pw".to_string())).expect("add user");
-    }
-    dir
+    testkit::instance(users)
 }
 
 /// Deliver messages to a user's INBOX; their (uidvalidity, uid)s.
@@ -84,22 +72,14 @@ fn msg(n: usize) -> Vec<u8> {
 
 /// The running binary; killed when dropped.
 struct Server {
-    child: Child,
+    proc: testkit::Spawned,
     addr: SocketAddr,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_popd"))
-            .arg("--root")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_popd"));
+        cmd.arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0"])
             .args(if extra.contains(&"--auth-fail-delay-ms") {
@@ -107,24 +87,13 @@ impl Server {
             } else {
                 &["--auth-fail-delay-ms", "50"][..]
             })
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start popd");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .args(extra);
+        // One `listening on` line per listener.
+        let lines = 1 + usize::from(extra.contains(&"--listen-tls"));
+        let proc = testkit::Spawned::start(cmd, lines);
         Server {
-            child,
-            addr,
-            _stdout: stdout,
+            addr: proc.addr(0),
+            proc,
         }
     }
 
@@ -419,19 +388,8 @@ p.quit()
 fn implicit_tls_port_rfc8314() {
     let dir = instance(&["joe"]);
     deliver(dir.path(), "joe", &[msg(1)]);
-    let mut server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
-    let mut line = String::new();
-    server
-        ._stdout
-        .read_line(&mut line)
-        .expect("TLS listening line");
-    let tls_addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|l| l.strip_suffix(" (TLS)"))
-        .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
-        .parse()
-        .expect("TLS address");
+    let server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
+    let tls_addr = server.proc.addr(1);
     let script = format!(
         r#"
 ctx = ssl.create_default_context()
@@ -723,23 +681,9 @@ fn session_cap_login_timeout_and_sigterm() {
     assert_eq!(first.line(), "");
     let log = std::fs::read_to_string(dir.path().join("data/log/pop")).unwrap_or_default();
     assert!(log.contains("popd"), "log: {log}");
-    let st = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let start = Instant::now();
-    loop {
-        if let Some(st) = server.child.try_wait().expect("try_wait") {
-            assert!(st.success(), "{st:?}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "popd did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.proc.sigterm();
+    let st = server.proc.wait_exit(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}");
 }
 
 /// The two 10,000-message client tests run one after the other: together they would starve
