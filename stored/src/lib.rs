@@ -19,6 +19,7 @@ pub mod periodic;
 pub mod ready;
 pub mod rebuild;
 pub mod recovery;
+pub mod resync;
 pub mod snapshot;
 pub mod wal;
 

@@ -190,7 +190,7 @@ fn entry_from(
 }
 
 /// The 256-byte index header, read with one open and one read.
-fn read_header(path: &Path, name: &str) -> Option<Header> {
+pub(crate) fn read_header(path: &Path, name: &str) -> Option<Header> {
     let f = std::fs::File::open(path).ok()?;
     let mut hb = [0u8; HEADER_SIZE];
     let n = msgstore::fsutil::read_at_most(&f, &mut hb, 0).ok()?;

@@ -448,13 +448,6 @@ pub fn stale_entries(
     out
 }
 
-#[derive(Default)]
-struct DbOutcomeLike {
-    changes: usize,
-    failures: usize,
-    lines: Vec<String>,
-}
-
 /// The full comparison left for after readiness on a large store: every folder against the
 /// database (names, then store.meta); any difference is resynced at once.
 pub fn full_check(
@@ -590,7 +583,7 @@ pub struct ResyncOutcome {
 /// Log the end of a resync: Warning when it made everything good (so it sits next to the
 /// seed's lines asking for `reconstruct -m`), Error when something is left.
 pub fn log_resync_done(r: &ResyncOutcome, took: Duration) {
-    for l in r.lines.iter().take(20) {
+    for l in r.lines.iter().rev().take(20) {
         info!(facility = "Store", "resync: {l}");
     }
     let msg = format!(
@@ -621,39 +614,20 @@ pub fn resync(
     servers_started: Option<SystemTime>,
 ) -> ResyncOutcome {
     let mut out = ResyncOutcome::default();
-    let m =
-        reconstruct::db::fix_mailboxes_settled(db, partitions, None, None, false, servers_started);
-    let mut fixed = DbOutcomeLike::default();
-    for f in stale_entries(db, partitions, None) {
-        let r = db
-            .upsert(&f)
-            .and_then(|()| db.set_acl(&f.name, &f.owner, &f.acl));
-        match r {
-            Ok(()) => {
-                fixed.changes += 1;
-                fixed.lines.push(format!(
-                    "Updated {} from its folder (UIDVALIDITY {}, ACL, special use, quota root)",
-                    f.name, f.uidvalidity
-                ));
-            }
-            Err(e) => {
-                fixed.failures += 1;
-                fixed
-                    .lines
-                    .push(format!("Could not update {}: {e}", f.name));
-            }
-        }
-    }
-    out.changes += fixed.changes;
-    out.failures += fixed.failures;
-    out.lines.extend(fixed.lines);
-    let q = reconstruct::db::fix_quotas(db, partitions, None, false);
+    // Folder entries, each change checked again under its folder's lock (servers may be
+    // renaming meanwhile).
+    let m = crate::resync::sync_folders(db.path(), partitions, servers_started);
+    out.changes += m.changes;
+    out.failures += m.failures;
+    out.lines.extend(m.lines);
+    let q = crate::resync::sync_quotas(db.path(), partitions);
+    out.changes += q.changes;
+    out.failures += q.failures;
+    out.lines.extend(q.lines);
     let l = reconstruct::db::fix_rights(db, false);
-    for o in [m, q, l] {
-        out.changes += o.changes;
-        out.failures += o.failures;
-        out.lines.extend(o.lines);
-    }
+    out.changes += l.changes;
+    out.failures += l.failures;
+    out.lines.extend(l.lines);
     match crate::periodic::restore_peruser(db, partitions, since) {
         Ok(n) => out.changes += n,
         Err(e) => {

@@ -546,3 +546,119 @@ fn rebuild_without_snapshot_restores_usage_rights_and_uidvalidity() {
     drop(store);
     assert_eq!(s.stop(), Some(0));
 }
+
+/// Renames made by a server while the background resync after a snapshot restore runs over
+/// many folders (entries to update from store.meta, folders to enter): the resync never brings
+/// back a name renamed away, never drops the new one, and leaves the database in agreement
+/// with the folders.
+#[test]
+fn renames_during_the_background_resync_leave_no_ghost() {
+    const BEFORE: usize = 240;
+    const AFTER: usize = 80;
+    let inst = Instance::new(FAST);
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    let zed = msgstore::UserName::new("zed").unwrap();
+    store.provision_user(&zed).unwrap();
+    let folder = |i: usize| msgstore::MailboxName::for_user(&zed, &format!("F{i:04}")).unwrap();
+    // On 4 threads, as several sessions would: each creation is made durable on its own.
+    let on_threads = |range: std::ops::Range<usize>, f: &(dyn Fn(usize) + Sync)| {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let r = range.clone();
+                s.spawn(move || r.filter(|i| i % 4 == t).for_each(f));
+            }
+        })
+    };
+    on_threads(0..BEFORE, &|i| {
+        store.create_mailbox(&folder(i), None, None).unwrap();
+    });
+    drop(store);
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    inst.wait_log("taken and verified", 30);
+    assert_eq!(s.stop(), Some(0));
+    // After the snapshot: every folder's ACL changes (the restored entries then disagree with
+    // store.meta), and more folders are made (absent from the restored database).
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    on_threads(0..BEFORE, &|i| {
+        store.set_acl(&folder(i), "ann", "lr").unwrap()
+    });
+    on_threads(BEFORE..BEFORE + AFTER, &|i| {
+        store.create_mailbox(&folder(i), None, None).unwrap();
+    });
+    // And one rename the restored database does not know of.
+    let moved = msgstore::MailboxName::for_user(&zed, "Moved").unwrap();
+    store.rename_mailbox(&folder(0), &moved, None).unwrap();
+    drop(store);
+    let len = std::fs::metadata(inst.db()).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(inst.db())
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let s = inst.start(&[]);
+    // As a server would: rename one folder again and again while the resync runs. The last
+    // folder of the pre-snapshot ones sorts last, so the resync reaches it late.
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    let mut names = vec![folder(BEFORE - 1)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while inst.log_count(RESYNC_DONE) == 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", inst.log());
+        let next = msgstore::MailboxName::for_user(&zed, &format!("R{:04}", names.len())).unwrap();
+        store
+            .rename_mailbox(names.last().unwrap(), &next, None)
+            .unwrap();
+        names.push(next);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(names.len() > 2, "the resync ended before any rename");
+    // Let a last settling rename check run out, then look.
+    std::thread::sleep(Duration::from_millis(700));
+    let entries: Vec<String> = store
+        .db()
+        .list_prefix("user/zed/")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let last = names.pop().unwrap();
+    assert_eq!(
+        entries.iter().filter(|n| **n == last.as_str()).count(),
+        1,
+        "renamed folder {last} missing"
+    );
+    names.push(folder(0));
+    assert_eq!(
+        entries.iter().filter(|n| **n == moved.as_str()).count(),
+        1,
+        "{}",
+        inst.log()
+    );
+    for ghost in &names {
+        assert!(
+            !entries.iter().any(|n| n == ghost.as_str()),
+            "ghost {ghost} after {} renames:\n{}",
+            names.len(),
+            inst.log()
+        );
+    }
+    let log = inst.log();
+    assert!(
+        log.contains("0 problem(s); reconstruct -m is not needed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Renamed in the mailbox database: user/zed/F0000 to user/zed/Moved"),
+        "{log}"
+    );
+    let partitions = msgstore::StoreConfig::load(&msgstore::layout::Layout::new(inst.root()))
+        .unwrap()
+        .partitions;
+    let check = reconstruct::db::fix_mailboxes(store.db(), &partitions, None, None, true);
+    assert_eq!(check.changes, 0, "{:?}", check.lines);
+    let stale = stored::recovery::stale_entries(store.db(), &partitions, None);
+    assert!(stale.is_empty(), "{stale:?}");
+    drop(store);
+    assert_eq!(s.stop(), Some(0));
+}
