@@ -21,6 +21,7 @@ pub mod layout;
 pub mod mboxdb;
 pub mod message;
 pub mod names;
+pub mod quotafile;
 mod store;
 
 pub use error::{Result, StoreError};

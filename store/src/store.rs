@@ -645,7 +645,19 @@ impl Store {
     }
 
     pub fn set_quota(&self, root: &str, storage: Option<u64>, messages: Option<u64>) -> Result<()> {
-        self.db.set_quota_limits(root, storage, messages)
+        self.db.set_quota_limits(root, storage, messages)?;
+        // The redundant copy a restored database gets the limits back from (stored reads it):
+        // a user's root is kept in the user's directory.
+        if let Some(user) = root
+            .strip_prefix("user/")
+            .and_then(|u| UserName::new(u).ok())
+        {
+            let dir = self.user_dir(&user, None)?;
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            crate::quotafile::write(&dir, root, crate::quotafile::Limits { storage, messages })
+                .ctx(|| format!("writing the quota limits of {root}"))?;
+        }
+        Ok(())
     }
 
     fn check_quota(&self, root: &str, bytes: u64, messages: u64) -> Result<()> {
