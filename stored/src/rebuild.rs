@@ -422,3 +422,59 @@ mod tests {
         );
     }
 }
+
+/// Set each user's quota limits from the copy the store keeps in the user's directory
+/// (`store.quota`, written at every change of the limits, so at least as new as any snapshot),
+/// in one transaction. Returns the number of roots set and the files that could not be read.
+pub fn restore_quota_limits(
+    db: &Path,
+    partitions: &BTreeMap<String, PathBuf>,
+) -> Result<(usize, Vec<String>), String> {
+    use msgstore::quotafile;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (pname, ppath) in partitions {
+        let users = match user_dirs(ppath) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!(
+                    "Could not read partition {pname} ({}): {e}",
+                    ppath.display()
+                ));
+                continue;
+            }
+        };
+        for u in users {
+            match quotafile::read(&u) {
+                Ok(Some(l)) => found.push(l),
+                Ok(None) => {}
+                Err(e) => problems.push(format!(
+                    "Could not read {}: {e}",
+                    u.join(quotafile::QUOTA_FILE).display()
+                )),
+            }
+        }
+    }
+    let mut c = crate::periodic::open(db).map_err(|e| e.to_string())?;
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    {
+        let mut st = tx
+            .prepare(
+                "INSERT INTO quota (root, storage_limit, message_limit) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(root) DO UPDATE SET storage_limit = ?2, message_limit = ?3",
+            )
+            .map_err(|e| e.to_string())?;
+        for (root, l) in &found {
+            st.execute(rusqlite::params![
+                root,
+                l.storage.map(|v| v as i64),
+                l.messages.map(|v| v as i64)
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok((found.len(), problems))
+}

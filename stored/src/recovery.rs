@@ -309,6 +309,25 @@ pub fn startup(
     }
 
     let db = MailboxDb::open(&paths.dbdir).map_err(RecoveryError::Open)?;
+    // Quota limits changed since the snapshot (or lost with the log, or with the database)
+    // come back from the copies in the users' directories before any server enforces them.
+    if must_recover || out.resync.is_some() {
+        match crate::rebuild::restore_quota_limits(&paths.db, partitions) {
+            Ok((n, problems)) => {
+                for p in problems.iter().take(20) {
+                    warn!(facility = "Store", "{p}");
+                }
+                info!(
+                    facility = "Store",
+                    "Restored the quota limits of {n} root(s) from the users' store.quota"
+                );
+            }
+            Err(e) => warn!(
+                facility = "Store",
+                "Cannot restore quota limits from the users' store.quota: {e}; set them again with mboxutil -q"
+            ),
+        }
+    }
     if out.rebuilt {
         let t = Instant::now();
         let scan = crate::rebuild::scan(partitions);

@@ -662,3 +662,59 @@ fn renames_during_the_background_resync_leave_no_ghost() {
     drop(store);
     assert_eq!(s.stop(), Some(0));
 }
+
+/// Quota limits set after the last snapshot survive a restore from it, and a rebuild with no
+/// snapshot: the store keeps a copy in each user's directory.
+#[test]
+fn quota_limits_set_after_the_snapshot_survive_restore_and_rebuild() {
+    let inst = Instance::new(FAST);
+    let mut delivered = deliver(inst.root(), "joe", &["Work"], 2);
+    delivered.extend(deliver(inst.root(), "ann", &[], 2));
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    store.set_quota("user/ann", Some(1000), Some(10)).unwrap();
+    drop(store);
+    let s = inst.start(&["--snapshot-interval-secs", "3600"]);
+    inst.wait_log("taken and verified", 30);
+    assert_eq!(s.stop(), Some(0));
+    // After the snapshot: joe gets limits, ann loses hers.
+    let store = msgstore::Store::open(inst.root()).unwrap();
+    store
+        .set_quota("user/joe", Some(2_000_000), Some(500))
+        .unwrap();
+    store.set_quota("user/ann", None, None).unwrap();
+    drop(store);
+    let limits = |root: &Path| {
+        let store = msgstore::Store::open(root).unwrap();
+        ["user/joe", "user/ann"].map(|r| {
+            let q = store.quota(r).unwrap();
+            (q.storage_limit, q.message_limit, q.messages_used)
+        })
+    };
+    let want = [(Some(2_000_000), Some(500), 4), (None, None, 2)];
+    assert_eq!(limits(inst.root()), want);
+
+    // Restored from the snapshot (which has ann's old limits and none for joe).
+    let len = std::fs::metadata(inst.db()).unwrap().len();
+    scramble(&inst.db(), 0, len as usize, 9);
+    let s = inst.start(&[]);
+    let log = inst.wait_log(RESYNC_DONE, 30);
+    assert!(log.contains(SEED_SNAPSHOT), "{log}");
+    assert!(
+        log.contains("Restored the quota limits of 2 root(s)"),
+        "{log}"
+    );
+    assert_eq!(limits(inst.root()), want);
+    assert_eq!(s.stop(), Some(0));
+
+    // No usable snapshot: rebuilt from the folders, limits included.
+    for s in stored::snapshot::list(&inst.snapshots()).unwrap() {
+        scramble(&s.db(), 100, 64, 11);
+    }
+    let len = std::fs::metadata(inst.db()).unwrap().len();
+    scramble(&inst.db(), 0, len as usize, 13);
+    let s = inst.start(&[]);
+    inst.wait_log("Rebuilt the mailbox database from the folders", 10);
+    assert_eq!(limits(inst.root()), want);
+    assert_readable(inst.root(), &delivered);
+    assert_eq!(s.stop(), Some(0));
+}
