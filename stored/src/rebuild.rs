@@ -377,52 +377,6 @@ pub fn write(db: &Path, scan: Scan) -> Result<Rebuilt, String> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The entry read here is the one `reconstruct -m` would enter, for folders with and
-    /// without store.meta fields, ACLs and special use.
-    #[test]
-    fn entries_agree_with_reconstruct() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let store = msgstore::Store::open(t.path()).expect("store");
-        let u = msgstore::UserName::new("joe").expect("user");
-        store.provision_user(&u).expect("provision");
-        let work = MailboxName::for_user(&u, "Work/2026").expect("name");
-        store.create_mailbox(&work, None, None).expect("create");
-        let partitions = msgstore::StoreConfig::load(&msgstore::layout::Layout::new(t.path()))
-            .expect("config")
-            .partitions;
-        let s = scan(&partitions);
-        assert!(s.problems.is_empty(), "{:?}", s.problems);
-        assert!(s.folders.len() >= 3, "{:?}", s.folders);
-        let (pname, ppath) = partitions.iter().next().expect("a partition");
-        for f in &s.folders {
-            let name = MailboxName::parse(&f.entry.name).expect("name");
-            let dir = layout::folder_dir(ppath, &name);
-            assert_eq!(
-                f.entry,
-                reconstruct::db::entry_from_dir(&name, pname, &dir),
-                "{}",
-                f.entry.name
-            );
-        }
-        // A folder with only an index: entry from the header.
-        std::fs::remove_file(layout::folder_dir(ppath, &work).join(META)).expect("rm meta");
-        let s = scan(&partitions);
-        let f = s
-            .folders
-            .iter()
-            .find(|f| f.entry.name == work.as_str())
-            .expect("still found");
-        assert_eq!(
-            f.entry,
-            reconstruct::db::entry_from_dir(&work, pname, &layout::folder_dir(ppath, &work))
-        );
-    }
-}
-
 /// Set each user's quota limits from the copy the store keeps in the user's directory
 /// (`store.quota`, written at every change of the limits, so at least as new as any snapshot),
 /// in one transaction. Returns the number of roots set and the files that could not be read.
@@ -477,4 +431,50 @@ pub fn restore_quota_limits(
     }
     tx.commit().map_err(|e| e.to_string())?;
     Ok((found.len(), problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry read here is the one `reconstruct -m` would enter, for folders with and
+    /// without store.meta fields, ACLs and special use.
+    #[test]
+    fn entries_agree_with_reconstruct() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = msgstore::Store::open(t.path()).expect("store");
+        let u = msgstore::UserName::new("joe").expect("user");
+        store.provision_user(&u).expect("provision");
+        let work = MailboxName::for_user(&u, "Work/2026").expect("name");
+        store.create_mailbox(&work, None, None).expect("create");
+        let partitions = msgstore::StoreConfig::load(&msgstore::layout::Layout::new(t.path()))
+            .expect("config")
+            .partitions;
+        let s = scan(&partitions);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert!(s.folders.len() >= 3, "{:?}", s.folders);
+        let (pname, ppath) = partitions.iter().next().expect("a partition");
+        for f in &s.folders {
+            let name = MailboxName::parse(&f.entry.name).expect("name");
+            let dir = layout::folder_dir(ppath, &name);
+            assert_eq!(
+                f.entry,
+                reconstruct::db::entry_from_dir(&name, pname, &dir),
+                "{}",
+                f.entry.name
+            );
+        }
+        // A folder with only an index: entry from the header.
+        std::fs::remove_file(layout::folder_dir(ppath, &work).join(META)).expect("rm meta");
+        let s = scan(&partitions);
+        let f = s
+            .folders
+            .iter()
+            .find(|f| f.entry.name == work.as_str())
+            .expect("still found");
+        assert_eq!(
+            f.entry,
+            reconstruct::db::entry_from_dir(&work, pname, &layout::folder_dir(ppath, &work))
+        );
+    }
 }
