@@ -186,9 +186,9 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.out);
+        let mut data = std::mem::take(&mut self.out);
         self.capture_chunk(telemetry::Direction::Server, &data);
-        let wire = match &mut self.deflate {
+        let compressed = match &mut self.deflate {
             Some(z) => {
                 let mut out = Vec::with_capacity(data.len() / 2 + 64);
                 let mut input = &data[..];
@@ -209,21 +209,29 @@ impl Conn {
                         break;
                     }
                 }
-                out
+                Some(out)
             }
-            None => data,
+            None => None,
         };
+        let wire: &[u8] = compressed.as_deref().unwrap_or(&data);
         // A client that never reads: the write times out and the session ends.
         let limit = self.ctx.settings.idle_timeout.min(Duration::from_secs(600));
-        match tokio::time::timeout(limit, async {
-            self.io.write_all(&wire).await?;
+        let r = match tokio::time::timeout(limit, async {
+            self.io.write_all(wire).await?;
             self.io.flush().await
         })
         .await
         {
             Ok(Ok(())) => Ok(()),
             _ => Err(Gone),
+        };
+        // Reused while a command streams its output (no allocation per chunk); released
+        // before the session waits for input (see read_line).
+        if data.capacity() <= 2 * OUT_CHUNK {
+            data.clear();
+            self.out = data;
         }
+        r
     }
 
     // ----------------------------------------------------------------- input
@@ -294,6 +302,10 @@ impl Conn {
                 self.inbuf.clear();
             }
             self.flush_out().await?;
+            // An idle session keeps no output buffer.
+            if self.out.capacity() > 4096 {
+                self.out = Vec::new();
+            }
             match self.fill(timeout).await? {
                 Some(()) => {}
                 None => return Ok(Line::Timeout),
@@ -2238,9 +2250,12 @@ impl Conn {
                     .fetch_one(m, structure.as_ref(), &atts, seen_set.contains(&m.uid))
                     .await
                 {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        failed = Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
+                    Ok(out) => {
+                        if !out.ok {
+                            failed =
+                                Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
+                        }
+                        self.emit(out).await?;
                     }
                     Err(e) => {
                         failed = Some(store_error(&e));
@@ -2260,14 +2275,64 @@ impl Conn {
         Ok(())
     }
 
-    /// One `* n FETCH (...)` response. `Ok(false)` when a BINARY part had an unknown encoding.
+    /// Send one planned FETCH response: its bytes, and large literals streamed from the
+    /// message file in [`STREAM_CHUNK`] pieces, so a session never holds a big message.
+    async fn emit(&mut self, out: FetchOut) -> Step {
+        let FetchOut { segs, file, .. } = out;
+        let mut file = file;
+        for seg in segs {
+            match seg {
+                Seg::Bytes(b) => self.out.extend_from_slice(&b),
+                Seg::Stream { start, len } => {
+                    let Some(f) = file.as_mut() else {
+                        return Err(Gone);
+                    };
+                    self.stream_to_client(f, start, len).await?;
+                }
+            }
+            if self.out.len() > OUT_CHUNK {
+                self.flush_out().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `len` bytes of `f` from `start` to the client, a chunk at a time.
+    async fn stream_to_client(&mut self, f: &mut tokio::fs::File, start: u64, len: u64) -> Step {
+        use tokio::io::AsyncSeekExt;
+        if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            warn!("seeking in a message file while sending it");
+            return Err(Gone);
+        }
+        let mut left = len;
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        while left > 0 {
+            let want = (left.min(STREAM_CHUNK as u64)) as usize;
+            let n = match f.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => {
+                    warn!("a message file ended before its recorded size while being sent");
+                    return Err(Gone);
+                }
+                Ok(n) => n,
+            };
+            self.out.extend_from_slice(&buf[..n]);
+            left -= n as u64;
+            if self.out.len() >= OUT_CHUNK {
+                self.flush_out().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Plan one `* n FETCH (...)` response; `ok` is false when a BINARY part had an unknown
+    /// encoding. Large byte ranges of the message file are left to [`Conn::emit`] to stream.
     async fn fetch_one(
         &mut self,
         m: &MessageMeta,
         st: Option<&MessageStructure>,
         atts: &[FetchAtt],
         seen_now: bool,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<FetchOut, ClientError> {
         let rev2 = self.enabled.rev2;
         let sel = self
             .selected
@@ -2275,8 +2340,10 @@ impl Conn {
             .ok_or(ClientError::NoSuchMessage(m.uid))?;
         let f = &sel.folder;
         let Some(seq) = f.seq_of(m.uid) else {
-            return Ok(true);
+            return Ok(FetchOut::default());
         };
+        let mut segs: Vec<Seg> = Vec::new();
+        let mut file: Option<tokio::fs::File> = None;
         let mut o = format!("* {seq} FETCH (").into_bytes();
         let mut first = true;
         let mut ok = true;
@@ -2331,9 +2398,19 @@ impl Conn {
                     encode::string(&mut o, p);
                 }
                 FetchAtt::Rfc822 => {
-                    let data = f.read_message(m.uid).await?;
                     o.extend_from_slice(b"RFC822 ");
-                    encode::literal(&mut o, &data);
+                    if m.size >= STREAM_MIN {
+                        let (_, size) = open_once(f, m.uid, &mut file).await?;
+                        o.extend_from_slice(format!("{{{size}}}\r\n").as_bytes());
+                        segs.push(Seg::Bytes(std::mem::take(&mut o)));
+                        segs.push(Seg::Stream {
+                            start: 0,
+                            len: size,
+                        });
+                    } else {
+                        let data = f.read_message(m.uid).await?;
+                        encode::literal(&mut o, &data);
+                    }
                 }
                 FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => {
                     let Some(st) = st else { continue };
@@ -2353,6 +2430,51 @@ impl Conn {
                     ..
                 } => {
                     let Some(st) = st else { continue };
+                    if let Some((start, end)) = stream_range_of(st, section, *kind) {
+                        let (start, len) = match partial {
+                            Some((origin, n)) => {
+                                let s = start.saturating_add(*origin as u64).min(end);
+                                (s, (*n as u64).min(end - s))
+                            }
+                            None => (start, end - start),
+                        };
+                        let binary = *kind == BodyKind::Binary;
+                        let label = if binary { "BINARY" } else { "BODY" };
+                        o.extend_from_slice(
+                            format!("{label}[{}]", section_spec(section)).as_bytes(),
+                        );
+                        if let Some((origin, _)) = partial {
+                            o.extend_from_slice(format!("<{origin}>").as_bytes());
+                        }
+                        if len < STREAM_MIN {
+                            // Small: just those octets, never the whole part.
+                            let data = f.read_range(m.uid, start, len).await?;
+                            o.push(b' ');
+                            if binary && data.contains(&0) {
+                                o.push(b'~');
+                            }
+                            encode::literal(&mut o, &data);
+                            continue;
+                        }
+                        let (fl, size) = open_once(f, m.uid, &mut file).await?;
+                        if start.saturating_add(len) > size {
+                            return Err(ClientError::Corrupt(format!(
+                                "message {} is shorter than its structure says",
+                                m.uid
+                            )));
+                        }
+                        // BINARY: a literal8 when the octets hold a NUL (RFC 3516 4.3).
+                        let nul = binary
+                            && has_nul(fl, start, len).await.map_err(|e| {
+                                ClientError::Internal(format!("reading message: {e}"))
+                            })?;
+                        o.extend_from_slice(
+                            format!(" {}{{{len}}}\r\n", if nul { "~" } else { "" }).as_bytes(),
+                        );
+                        segs.push(Seg::Bytes(std::mem::take(&mut o)));
+                        segs.push(Seg::Stream { start, len });
+                        continue;
+                    }
                     let data = section_data(f, m.uid, st, section, *kind).await?;
                     let Some(data) = data else {
                         ok = false;
@@ -2391,8 +2513,8 @@ impl Conn {
             o.extend_from_slice(format!("FLAGS {}", flags_str(&m.flags, recent)).as_bytes());
         }
         o.extend_from_slice(b")\r\n");
-        self.out.extend_from_slice(&o);
-        Ok(ok)
+        segs.push(Seg::Bytes(o));
+        Ok(FetchOut { ok, segs, file })
     }
 
     // ----------------------------------------------------------------- IDLE
@@ -2401,6 +2523,9 @@ impl Conn {
         self.updates(true).await?;
         self.line("+ idling");
         self.flush_out().await?;
+        if self.out.capacity() > 4096 {
+            self.out = Vec::new();
+        }
         let mut watcher = self.selected.as_mut().and_then(|s| s.watcher.take());
         let timeout = self.ctx.settings.idle_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -2489,6 +2614,114 @@ fn compact_ranges(uids: &[u32]) -> Vec<(u32, u32)> {
         }
     }
     out
+}
+
+/// Literals at least this large are streamed from the message file rather than read whole.
+const STREAM_MIN: u64 = 64 * 1024;
+/// Bytes read from a message file at a time while streaming.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// One planned FETCH response.
+struct FetchOut {
+    ok: bool,
+    segs: Vec<Seg>,
+    /// The message file, opened when a part of it is streamed.
+    file: Option<tokio::fs::File>,
+}
+
+impl Default for FetchOut {
+    fn default() -> Self {
+        FetchOut {
+            ok: true,
+            segs: Vec::new(),
+            file: None,
+        }
+    }
+}
+
+enum Seg {
+    Bytes(Vec<u8>),
+    /// `len` octets of the message file from `start`, sent as they are read.
+    Stream {
+        start: u64,
+        len: u64,
+    },
+}
+
+/// The message file, opened once per FETCH response; with its size.
+async fn open_once<'a>(
+    f: &SelectedFolder,
+    uid: u32,
+    file: &'a mut Option<tokio::fs::File>,
+) -> Result<(&'a mut tokio::fs::File, u64), ClientError> {
+    if file.is_none() {
+        let (fl, _) = f.open_message(uid).await?;
+        *file = Some(fl);
+    }
+    let fl = file
+        .as_mut()
+        .ok_or_else(|| ClientError::Internal("message file".into()))?;
+    let size = fl
+        .metadata()
+        .await
+        .map_err(|e| ClientError::Internal(format!("message file: {e}")))?
+        .len();
+    Ok((fl, size))
+}
+
+/// The byte range of the message file a section is, when it is one untouched range
+/// (`BODY[]`, `BODY[TEXT]`, `BODY[n]`, and `BINARY[]` or `BINARY[n]` of a part that needs no
+/// decoding); `None` when the answer must be computed.
+fn stream_range_of(
+    st: &MessageStructure,
+    section: &parse::Section,
+    kind: BodyKind,
+) -> Option<(u64, u64)> {
+    if kind == BodyKind::BinarySize {
+        return None;
+    }
+    if section.part.is_empty() {
+        return match (&section.text, kind) {
+            (None, _) => Some((0, st.size)),
+            (Some(SectionText::Text), BodyKind::Body) => {
+                let r = st.text_range();
+                Some((r.start, r.end))
+            }
+            _ => None,
+        };
+    }
+    if section.text.is_some() {
+        return None;
+    }
+    let part = st.part(&section.part)?;
+    if kind == BodyKind::Binary {
+        let enc = part.encoding.to_ascii_lowercase();
+        if !matches!(enc.as_slice(), b"7bit" | b"8bit" | b"binary") {
+            return None;
+        }
+    }
+    let r = part.body_range();
+    Some((r.start, r.end))
+}
+
+/// Whether `len` octets of `f` from `start` hold a NUL (read a chunk at a time).
+async fn has_nul(f: &mut tokio::fs::File, start: u64, len: u64) -> std::io::Result<bool> {
+    use tokio::io::AsyncSeekExt;
+    f.seek(std::io::SeekFrom::Start(start)).await?;
+    let mut left = len;
+    let mut buf = vec![0u8; STREAM_CHUNK];
+    while left > 0 {
+        let want = (left.min(STREAM_CHUNK as u64)) as usize;
+        let n = f.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n].contains(&0) {
+            return Ok(true);
+        }
+        left -= n as u64;
+    }
+    Ok(false)
 }
 
 /// Passwords in the clear only over TLS, from loopback, or where `service.allowplaintextauth`
