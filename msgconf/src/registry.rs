@@ -351,6 +351,18 @@ pub static PARAMS: &[ParamSpec] = &[
         "Seconds between stored's passes erasing expunged messages past local.store.expungegrace.",
     ),
     p(
+        "store.expirestart",
+        int(0, 23, Unit::Count),
+        "23",
+        "Hour of the day (0-23, local time) at which stored applies the aging policies of config/store.expirerule, once a day.",
+    ),
+    p(
+        "local.store.reconstructcheckinterval",
+        int(0, 604800, Unit::Seconds),
+        "21600",
+        "Seconds between stored's reconstruct -r -n checks exported as metrics (msg_reconstruct_*); 0 = off.",
+    ),
+    p(
         "local.store.metricsport",
         int(0, 65535, Unit::Count),
         "0",
@@ -608,6 +620,8 @@ pub mod names {
     pub const PERUSER_INTERVAL: &str = "local.store.peruserinterval";
     pub const CLEANUP_INTERVAL: &str = "local.store.cleanupinterval";
     pub const METRICS_PORT: &str = "local.store.metricsport";
+    pub const EXPIRE_START: &str = "store.expirestart";
+    pub const RECONSTRUCT_CHECK_INTERVAL: &str = "local.store.reconstructcheckinterval";
     pub const SERVER_UID: &str = "local.serveruid";
     pub const SERVER_GID: &str = "local.servergid";
     pub const LISTEN_ADDR: &str = "service.listenaddr";
