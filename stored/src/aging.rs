@@ -261,6 +261,33 @@ pub fn run(store: &Store, rules: &[Rule], now: i64) -> (AgingOutcome, Vec<String
     (out, errors)
 }
 
+/// The local hour (0-23) and a number for the local day of `now` (seconds since the epoch):
+/// aging runs once a day, at the hour `store.expirestart` names.
+pub fn local_hour_and_day(now: i64) -> (u32, i64) {
+    let t: libc::time_t = now as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which lives on this stack frame.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        // No time zone information: UTC.
+        return (
+            ((now.rem_euclid(86_400)) / 3600) as u32,
+            now.div_euclid(86_400),
+        );
+    }
+    (
+        tm.tm_hour.clamp(0, 23) as u32,
+        i64::from(tm.tm_year) * 1000 + i64::from(tm.tm_yday),
+    )
+}
+
+/// Whether aging is due: at the configured hour, once a day (`last_day`: the day it last
+/// ran to completion).
+pub fn due(now: i64, start_hour: u32, last_day: Option<i64>) -> bool {
+    let (hour, day) = local_hour_and_day(now);
+    hour == start_hour && last_day != Some(day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

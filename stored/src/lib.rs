@@ -110,6 +110,11 @@ pub struct Intervals {
     pub snapshots_kept: usize,
     /// How long expunged messages keep their files (`local.store.expungegrace`).
     pub expunge_grace: Duration,
+    /// The hour of the day (local time) aging policies run (`store.expirestart`).
+    pub expire_start: u32,
+    /// Between the reconstruct -r -n checks for the metrics; None = off
+    /// (`local.store.reconstructcheckinterval`).
+    pub reconstruct_check: Option<Duration>,
 }
 
 impl Intervals {
@@ -127,6 +132,13 @@ impl Intervals {
             expunge_grace: Duration::from_secs(
                 u64::try_from(c.get_int(names::EXPUNGE_GRACE)).unwrap_or(0),
             ),
+            expire_start: u32::try_from(c.get_int(names::EXPIRE_START))
+                .unwrap_or(23)
+                .min(23),
+            reconstruct_check: u64::try_from(c.get_int(names::RECONSTRUCT_CHECK_INTERVAL))
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
         }
     }
 }

@@ -444,36 +444,58 @@ fn spawn_jobs(
         });
     }
     {
-        let (stats, parts) = (stats.clone(), partitions.clone());
-        let grace = iv.expunge_grace.as_secs() as i64;
+        // Aging policies once a day at store.expirestart (local time), looked for at every
+        // erase pass but at least once a minute so the hour is not missed; a rule file that
+        // does not parse is tried again within the hour.
         let (config_dir, root) = (paths.layout.config_dir(), paths.layout.root.clone());
-        every("erase", iv.erase, move || {
-            // Aging first: what it expunges is erased once the grace period has passed.
+        let start = iv.expire_start;
+        let last_day = Mutex::new(None::<i64>);
+        info!(
+            facility = "Store",
+            "Aging policies (config/store.expirerule) run daily at {start:02}:00 local time (store.expirestart)"
+        );
+        every("aging", iv.erase.min(Duration::from_secs(60)), move || {
+            let now = stored::now_secs();
+            let mut last = last_day.lock().unwrap_or_else(|p| p.into_inner());
+            if !stored::aging::due(now, start, *last) {
+                return;
+            }
             match stored::aging::load(&config_dir) {
                 Ok(rules) if rules.is_empty() => {}
                 Ok(rules) => match msgstore::Store::open(&root) {
                     Ok(store) => {
-                        let (o, errors) = stored::aging::run(&store, &rules, stored::now_secs());
-                        if o.expunged > 0 {
-                            info!(
-                                facility = "Store",
-                                "Aging policies expunged {} message(s), {} bytes, in {} folder(s)",
-                                o.expunged,
-                                o.bytes,
-                                o.folders
-                            );
-                        }
+                        let (o, errors) = stored::aging::run(&store, &rules, now);
+                        info!(
+                            facility = "Store",
+                            "Aging policies expunged {} message(s), {} bytes, in {} folder(s)",
+                            o.expunged,
+                            o.bytes,
+                            o.folders
+                        );
                         for e in errors.iter().take(10) {
                             warn!(facility = "Store", "Aging policies: {e}");
                         }
                     }
-                    Err(e) => error!(
-                        facility = "Store",
-                        "Aging policies: cannot open the store: {e}"
-                    ),
+                    Err(e) => {
+                        error!(
+                            facility = "Store",
+                            "Aging policies: cannot open the store: {e}"
+                        );
+                        return;
+                    }
                 },
-                Err(e) => error!(facility = "Store", "Aging policies not applied: {e}"),
+                Err(e) => {
+                    error!(facility = "Store", "Aging policies not applied: {e}");
+                    return;
+                }
             }
+            *last = Some(stored::aging::local_hour_and_day(now).1);
+        });
+    }
+    {
+        let (stats, parts) = (stats.clone(), partitions.clone());
+        let grace = iv.expunge_grace.as_secs() as i64;
+        every("erase", iv.erase, move || {
             let (o, errors) = erase::erase_all(&parts, grace);
             inc(&stats.erased_messages, o.erased as u64);
             inc(&stats.erased_bytes, o.bytes);

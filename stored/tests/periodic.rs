@@ -206,7 +206,18 @@ fn full_disk_during_a_snapshot_keeps_the_earlier_ones() {
 
 #[test]
 fn aging_policies_expire_by_age_count_and_deleted_flag() {
-    let inst = Instance::new("local.store.cleanupinterval = 1\n");
+    // Aging runs at the hour store.expirestart names: first another hour (nothing happens),
+    // then the current one. Not across an hour's change.
+    let now_tm = || {
+        let now = stored::now_secs();
+        (stored::aging::local_hour_and_day(now).0, now % 3600)
+    };
+    if now_tm().1 > 3600 - 20 {
+        std::thread::sleep(Duration::from_secs(25));
+    }
+    let hour = now_tm().0;
+    let conf = |h: u32| format!("local.store.cleanupinterval = 1\nstore.expirestart = {h}\n");
+    let inst = Instance::new(&conf((hour + 12) % 24));
     let store = Store::open(inst.root()).unwrap();
     let joe = msgstore::UserName::new("joe").unwrap();
     store.provision_user(&joe).unwrap();
@@ -237,6 +248,30 @@ fn aging_policies_expire_by_age_count_and_deleted_flag() {
             .with_state(&name, |s| Ok(s.live().map(|m| m.uid).collect::<Vec<_>>()))
             .unwrap()
     };
+
+    // Rules in place, but not at the configured hour: nothing is expunged.
+    std::fs::write(
+        inst.root().join("config/store.expirerule"),
+        "Trash.folderpattern: user/*/Trash\nTrash.messagedays: 30\n",
+    )
+    .unwrap();
+    let s = inst.start(&[]);
+    inst.wait_log(
+        &format!("run daily at {:02}:00 local time", (hour + 12) % 24),
+        10,
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(live("Trash").len(), 3);
+    assert!(!inst.log().contains("Aging policies expunged"));
+    assert_eq!(s.stop(), Some(0));
+    std::fs::write(
+        inst.root().join("config/msg.conf"),
+        format!(
+            "local.serveruid = root\nlocal.servergid = root\n{}",
+            conf(hour)
+        ),
+    )
+    .unwrap();
 
     // A rule file that does not parse: nothing is expunged, and the log says where.
     std::fs::write(
