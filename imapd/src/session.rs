@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use store_client::{
-    ClientError, Flag, FlagOp, MessageMeta, MessageStructure, NumberSet, SearchKey, Secret,
-    SelectedFolder, Session, Update, Watcher,
+    ClientError, EmailId, Flag, FlagOp, MessageMeta, MessageStructure, NumberSet, ObjectIds,
+    SearchKey, Secret, SelectedFolder, Session, ThreadId, Update, Watcher,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
@@ -1722,7 +1722,9 @@ impl Conn {
         out
     }
 
-    fn search_key(&self, s: &Search) -> Result<SearchKey, String> {
+    /// `ids`: the object ids of the folder's messages, when the program names EMAILID or
+    /// THREADID (RFC 8474 4.3).
+    fn search_key(&self, s: &Search, ids: &[(u32, ObjectIds)]) -> Result<SearchKey, String> {
         let sel = self.selected.as_ref().ok_or("no mailbox selected")?;
         let uids = sel.folder.uids();
         let set_of = |v: &[(u32, u32)]| {
@@ -1774,29 +1776,53 @@ impl Conn {
             Search::Body(t) => SearchKey::Body(t.clone()),
             Search::Text(t) => SearchKey::Text(t.clone()),
             Search::ModSeq(m) => SearchKey::ModSeq(*m),
+            // A malformed id matches nothing.
             Search::EmailId(id) => {
                 let mut n = NumberSet::new();
-                if let Some(u) = parse_email_id(id, sel.folder.uidvalidity()) {
-                    n.push(u, u);
+                if let Some(e) = EmailId::parse(id) {
+                    for (u, _) in ids.iter().filter(|(_, o)| o.email == e) {
+                        n.push(*u, *u);
+                    }
                 }
                 SearchKey::Uid(n)
             }
-            // Threads have no ids here (THREADID is NIL): nothing matches.
-            Search::ThreadId(_) => SearchKey::Uid(NumberSet::new()),
-            Search::Not(k) => SearchKey::Not(Box::new(self.search_key(k)?)),
-            Search::Or(a, b) => {
-                SearchKey::Or(Box::new(self.search_key(a)?), Box::new(self.search_key(b)?))
+            Search::ThreadId(id) => {
+                let mut n = NumberSet::new();
+                if let Some(t) = ThreadId::parse(id) {
+                    for (u, _) in ids.iter().filter(|(_, o)| o.thread == t) {
+                        n.push(*u, *u);
+                    }
+                }
+                SearchKey::Uid(n)
             }
+            Search::Not(k) => SearchKey::Not(Box::new(self.search_key(k, ids)?)),
+            Search::Or(a, b) => SearchKey::Or(
+                Box::new(self.search_key(a, ids)?),
+                Box::new(self.search_key(b, ids)?),
+            ),
             Search::And(v) => SearchKey::And(
                 v.iter()
-                    .map(|k| self.search_key(k))
+                    .map(|k| self.search_key(k, ids))
                     .collect::<Result<_, _>>()?,
             ),
         })
     }
 
     async fn run_search(&mut self, tag: &str, key: &Search) -> Step<Option<Vec<u32>>> {
-        let k = match self.search_key(key) {
+        let mut ids = Vec::new();
+        if names_object_id(key) {
+            if let Some(sel) = &self.selected {
+                let uids = sel.folder.uids().to_vec();
+                match sel.folder.object_ids(&uids).await {
+                    Ok(v) => ids = v,
+                    Err(e) => {
+                        self.tagged(tag, &store_error(&e));
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let k = match self.search_key(key, &ids) {
             Ok(k) => k,
             Err(e) => {
                 self.tagged(tag, &format!("BAD {e}"));
@@ -2226,13 +2252,18 @@ impl Conn {
                 }
             }
         }
+        let needs_ids = atts
+            .iter()
+            .any(|a| matches!(a, FetchAtt::EmailId | FetchAtt::ThreadId));
         let mut failed = None;
         // Structures are read a chunk at a time: one trip to the blocking pool per chunk.
         'chunks: for chunk in metas.chunks(128) {
             let mut structures: std::collections::HashMap<u32, MessageStructure> =
                 std::collections::HashMap::new();
+            let mut ids: std::collections::HashMap<u32, ObjectIds> =
+                std::collections::HashMap::new();
+            let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
             if needs_structure {
-                let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
                 match self.sel().folder.structures(&uids).await {
                     Ok(v) => structures.extend(v),
                     Err(e) => {
@@ -2241,13 +2272,29 @@ impl Conn {
                     }
                 }
             }
+            if needs_ids {
+                match self.sel().folder.object_ids(&uids).await {
+                    Ok(v) => ids.extend(v),
+                    Err(e) => {
+                        failed = Some(store_error(&e));
+                        break;
+                    }
+                }
+            }
             for m in chunk {
                 let structure = structures.remove(&m.uid);
-                if needs_structure && structure.is_none() {
+                let oid = ids.remove(&m.uid);
+                if (needs_structure && structure.is_none()) || (needs_ids && oid.is_none()) {
                     continue; // expunged meanwhile
                 }
                 match self
-                    .fetch_one(m, structure.as_ref(), &atts, seen_set.contains(&m.uid))
+                    .fetch_one(
+                        m,
+                        structure.as_ref(),
+                        oid.as_ref(),
+                        &atts,
+                        seen_set.contains(&m.uid),
+                    )
                     .await
                 {
                     Ok(out) => {
@@ -2330,6 +2377,7 @@ impl Conn {
         &mut self,
         m: &MessageMeta,
         st: Option<&MessageStructure>,
+        oid: Option<&ObjectIds>,
         atts: &[FetchAtt],
         seen_now: bool,
     ) -> Result<FetchOut, ClientError> {
@@ -2375,10 +2423,16 @@ impl Conn {
                 FetchAtt::ModSeq => {
                     o.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
                 }
-                FetchAtt::EmailId => o.extend_from_slice(
-                    format!("EMAILID ({})", email_id(f.uidvalidity(), m.uid)).as_bytes(),
-                ),
-                FetchAtt::ThreadId => o.extend_from_slice(b"THREADID NIL"),
+                FetchAtt::EmailId => {
+                    if let Some(ids) = oid {
+                        o.extend_from_slice(format!("EMAILID ({})", ids.email).as_bytes());
+                    }
+                }
+                FetchAtt::ThreadId => {
+                    if let Some(ids) = oid {
+                        o.extend_from_slice(format!("THREADID ({})", ids.thread).as_bytes());
+                    }
+                }
                 FetchAtt::Envelope => {
                     o.extend_from_slice(b"ENVELOPE ");
                     if let Some(st) = st {
@@ -2933,19 +2987,15 @@ fn mailbox_id(uidvalidity: u32) -> String {
     format!("F{uidvalidity:08x}")
 }
 
-/// A message's id: unique within the store, as UIDVALIDITY values are.
-fn email_id(uidvalidity: u32, uid: u32) -> String {
-    format!("M{uidvalidity:08x}{uid:08x}")
-}
-
-fn parse_email_id(id: &str, uidvalidity: u32) -> Option<u32> {
-    let hex = id.strip_prefix('M')?;
-    if hex.len() != 16 || !hex.is_ascii() {
-        return None;
+/// Whether a search program names EMAILID or THREADID.
+fn names_object_id(s: &Search) -> bool {
+    match s {
+        Search::EmailId(_) | Search::ThreadId(_) => true,
+        Search::Not(k) => names_object_id(k),
+        Search::Or(a, b) => names_object_id(a) || names_object_id(b),
+        Search::And(v) => v.iter().any(names_object_id),
+        _ => false,
     }
-    let v = u32::from_str_radix(&hex[..8], 16).ok()?;
-    let u = u32::from_str_radix(&hex[8..], 16).ok()?;
-    (v == uidvalidity).then_some(u)
 }
 
 #[cfg(test)]
@@ -2978,10 +3028,6 @@ mod tests {
         assert_eq!(normalise_inbox("Inbox/Sub"), "INBOX/Sub");
         assert_eq!(normalise_inbox("Inboxes"), "Inboxes");
         assert_eq!(normalise_inbox("Entwürfe"), "Entwürfe");
-        assert_eq!(parse_email_id("Müüüüüüüüüüüüüüüü", 1), None);
-        let id = email_id(7, 42);
-        assert_eq!(parse_email_id(&id, 7), Some(42));
-        assert_eq!(parse_email_id(&id, 8), None);
         assert_eq!(owner_of("Other Users/bob/x", "joe"), "bob");
     }
 }

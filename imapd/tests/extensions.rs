@@ -362,3 +362,52 @@ typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
 check(data[0][1] == msg[:hlen], data)
 m.logout()
 "#;
+
+#[test]
+fn objectid_emailid_threadid_mailboxid() {
+    let dir = instance(&["joe"]);
+    let server = Server::start(dir.path(), &[]);
+    run_python(server.addr, dir.path(), OBJECTID, &[]);
+}
+
+const OBJECTID: &str = r#"
+m = login()
+msgs = [
+    b"Message-ID: <a@x>\r\nSubject: start\r\n\r\nfirst\r\n",
+    b"Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\nReferences: <a@x>\r\nSubject: Re: start\r\n\r\nsecond\r\n",
+    b"Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\nReferences: <a@x> <b@x>\r\nSubject: Re: start\r\n\r\nthird\r\n",
+    b"Message-ID: <d@x>\r\nSubject: other\r\n\r\nunrelated\r\n",
+]
+for b in msgs:
+    check(m.append("INBOX", None, None, b)[0] == "OK", "append")
+r = Raw()
+r.cmd("a1", "LOGIN joe pw")
+u, t = r.cmd("a2", "SELECT INBOX")
+mbox = re.search(r"MAILBOXID \((F[^)]+)\)", " ".join(u)).group(1)
+u, t = r.cmd("a3", "UID FETCH 1:4 (EMAILID THREADID)")
+ids = {}
+for l in u:
+    mm = re.match(r"\* \d+ FETCH \(UID (\d+) EMAILID \((M[0-9a-f]{24})\) THREADID \((T[0-9a-f]{24})\)\)", l)
+    check(mm, l)
+    ids[int(mm.group(1))] = (mm.group(2), mm.group(3))
+check(len(ids) == 4 and len({e for e, _ in ids.values()}) == 4, ids)
+# A reply chain shares its THREADID; an unrelated message does not.
+check(ids[1][1] == ids[2][1] == ids[3][1] != ids[4][1], ids)
+u, t = r.cmd("a4", "UID SEARCH THREADID %s" % ids[1][1])
+check(u == ["* SEARCH 1 2 3"], u)
+u, t = r.cmd("a5", "UID SEARCH EMAILID %s" % ids[2][0])
+check(u == ["* SEARCH 2"], u)
+u, t = r.cmd("a6", "UID SEARCH OR EMAILID %s EMAILID Mnot-an-id" % ids[4][0])
+check(u == ["* SEARCH 4"], u)
+# MOVE and COPY keep EMAILID and THREADID (RFC 8474 5.1); the folder has its own MAILBOXID.
+u, t = r.cmd("b1", "UID MOVE 2 Archive")
+check(t.startswith("b1 OK"), t)
+u, t = r.cmd("b2", "UID COPY 3 Archive")
+u, t = r.cmd("b3", "SELECT Archive")
+mbox2 = re.search(r"MAILBOXID \((F[^)]+)\)", " ".join(u)).group(1)
+check(mbox2 != mbox, (mbox, mbox2))
+u, t = r.cmd("b4", "FETCH 1:2 (EMAILID THREADID)")
+check(u == ["* 1 FETCH (EMAILID (%s) THREADID (%s))" % ids[2], "* 2 FETCH (EMAILID (%s) THREADID (%s))" % ids[3]], u)
+u, t = r.cmd("b5", 'STATUS INBOX (MAILBOXID)')
+check(u == ["* STATUS INBOX (MAILBOXID (%s))" % mbox], u)
+"#;
