@@ -275,8 +275,16 @@ pub(crate) async fn record(
         return Response::from_parts(parts, body);
     }
     let (mut parts, body) = (parts, body);
-    // A streamed body has no length of its own: keep the one the response had.
-    if let Some(len) = axum::body::HttpBody::size_hint(&body).exact() {
+    // A streamed body has no length of its own: keep the one the response had (a 304 or
+    // 204 carries none).
+    let bodiless = matches!(
+        parts.status,
+        StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT
+    );
+    if let Some(len) = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .filter(|_| !bodiless)
+    {
         parts
             .headers
             .entry(header::CONTENT_LENGTH)

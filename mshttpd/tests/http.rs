@@ -1006,6 +1006,9 @@ fn login_cookies_csrf_limits_and_telemetry() {
     }
     assert!(text.contains("LOGIN joe"), "{text}");
     assert!(text.contains("POST /jmap/api"), "{text}");
+    // Bodies as they streamed through: the request's and the response's.
+    assert!(text.contains("\"methodCalls\""), "{text}");
+    assert!(text.contains("\"methodResponses\""), "{text}");
     assert!(text.contains("password=***"), "{text}");
     assert!(!text.contains("password=pw"));
     assert!(
