@@ -364,8 +364,34 @@ pub fn check(root: &Path, config: &Config, t: &Thresholds) -> Vec<Finding> {
     out
 }
 
-/// `reconstruct -r -n` through its library: one finding with its summary.
-pub fn check_folders(root: &Path) -> Finding {
+/// What one `reconstruct -r -n` found.
+#[derive(Clone, Debug, Default)]
+pub struct FolderCheck {
+    /// reconstruct's exit status (0 clean, 1 damage found, 2 failed).
+    pub code: i32,
+    pub checked: u64,
+    pub damaged: u64,
+    /// Folders that could not be checked or repaired.
+    pub unrepairable: u64,
+    pub summary: String,
+    pub first: Option<String>,
+}
+
+/// The counts in reconstruct's summary line ("reconstruct: N folder(s) checked, D damaged,
+/// R rebuilt, F could not be repaired").
+fn summary_counts(summary: &str) -> (u64, u64, u64) {
+    let num = |key: &str| -> u64 {
+        summary
+            .split(',')
+            .find(|part| part.contains(key))
+            .and_then(|part| part.split_whitespace().find_map(|w| w.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    (num("checked"), num("damaged"), num("could not be repaired"))
+}
+
+/// `reconstruct -r -n` through its library. Err: it could not run at all.
+pub fn run_folder_check(root: &Path) -> Result<FolderCheck, String> {
     let opts = reconstruct::Options {
         root: root.to_path_buf(),
         recursive: true,
@@ -381,29 +407,56 @@ pub fn check_folders(root: &Path) -> Finding {
     };
     let r = reconstruct::run(&opts, &sink);
     let lines = lines.into_inner().unwrap_or_else(|p| p.into_inner());
+    let code = r.map_err(|e| e.message().to_owned())?;
     let summary = lines.last().cloned().unwrap_or_default();
-    match r {
-        Ok(0) => Finding {
+    let (checked, damaged, unrepairable) = summary_counts(&summary);
+    Ok(FolderCheck {
+        code,
+        checked,
+        damaged,
+        unrepairable,
+        first: (lines.len() > 1).then(|| lines[0].clone()),
+        summary,
+    })
+}
+
+/// `reconstruct -r -n` through its library: one finding with its summary.
+pub fn check_folders(root: &Path) -> Finding {
+    match run_folder_check(root) {
+        Ok(c) if c.code == 0 => Finding {
             level: Level::Ok,
             check: "reconstruct",
-            text: summary,
+            text: c.summary,
         },
-        Ok(code) => Finding {
-            level: if code == reconstruct::EXIT_DAMAGE {
+        Ok(c) => Finding {
+            level: if c.code == reconstruct::EXIT_DAMAGE {
                 Level::Warning
             } else {
                 Level::Critical
             },
             check: "reconstruct",
             text: format!(
-                "{summary}; first: {}; run reconstruct -r",
-                lines.first().map_or("", String::as_str)
+                "{}; first: {}; run reconstruct -r",
+                c.summary,
+                c.first.as_deref().unwrap_or("")
             ),
         },
         Err(e) => Finding {
             level: Level::Critical,
             check: "reconstruct",
-            text: format!("reconstruct -r -n could not run: {}", e.message()),
+            text: format!("reconstruct -r -n could not run: {e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod folder_check_tests {
+    #[test]
+    fn summary_line_counts() {
+        assert_eq!(
+            super::summary_counts("reconstruct: 120 folder(s) checked, 3 damaged, 0 rebuilt, 1 could not be repaired (-n: nothing changed)"),
+            (120, 3, 1)
+        );
+        assert_eq!(super::summary_counts(""), (0, 0, 0));
     }
 }

@@ -443,6 +443,52 @@ fn spawn_jobs(
             }
         });
     }
+    if let Some(period) = iv.reconstruct_check {
+        // reconstruct -r -n reads every folder: on its own schedule (first a minute after
+        // startup, or sooner on a short interval), never per scrape.
+        let (stats, root) = (stats.clone(), paths.layout.root.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(period.min(Duration::from_secs(60))).await;
+            loop {
+                let root = root.clone();
+                let t = Instant::now();
+                let r =
+                    tokio::task::spawn_blocking(move || stored::health::run_folder_check(&root))
+                        .await;
+                let result = match r {
+                    Ok(Ok(c)) => {
+                        if c.code != 0 {
+                            warn!(
+                                facility = "Store",
+                                "Periodic folder check: {}; first: {}; run reconstruct -r",
+                                c.summary,
+                                c.first.as_deref().unwrap_or("")
+                            );
+                        }
+                        Some(c)
+                    }
+                    Ok(Err(e)) => {
+                        warn!(
+                            facility = "Store",
+                            "Periodic folder check could not run: {e}"
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        error!("folder check job failed: {e}");
+                        None
+                    }
+                };
+                *stats.folder_check.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(periodic::FolderCheckStat {
+                        at: stored::now_secs(),
+                        millis: t.elapsed().as_millis() as u64,
+                        result,
+                    });
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
     {
         // Aging policies once a day at store.expirestart (local time), looked for at every
         // erase pass but at least once a minute so the hour is not missed; a rule file that

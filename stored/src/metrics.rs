@@ -117,6 +117,48 @@ pub fn render(src: &Source) -> String {
         "counter",
         &one(ld(&s.snapshot_failures)),
     );
+    let check = s
+        .folder_check
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    metric(
+        "msg_reconstruct_check_time_seconds",
+        "When stored's last periodic reconstruct -r -n ended (Unix time; 0 = none yet).",
+        "gauge",
+        &one(check.as_ref().map_or(0.0, |c| c.at as f64)),
+    );
+    if let Some(c) = &check {
+        metric(
+            "msg_reconstruct_check_duration_seconds",
+            "How long the last periodic reconstruct -r -n took.",
+            "gauge",
+            &one(c.millis as f64 / 1000.0),
+        );
+        metric(
+            "msg_reconstruct_check_status",
+            "Exit status of the last periodic reconstruct -r -n: 0 clean, 1 damage found, 2 failed or could not run.",
+            "gauge",
+            &one(c.result.as_ref().map_or(2.0, |r| f64::from(r.code))),
+        );
+        if let Some(r) = &c.result {
+            metric(
+                "msg_reconstruct_folders_checked",
+                "Folders the last periodic reconstruct -r -n checked.",
+                "gauge",
+                &one(r.checked as f64),
+            );
+            metric(
+                "msg_reconstruct_findings",
+                "Folders with findings in the last periodic reconstruct -r -n, by kind (damaged: reconstruct -r would repair; unrepairable: could not be checked or repaired).",
+                "gauge",
+                &[
+                    ("{kind=\"damaged\"}".to_owned(), r.damaged as f64),
+                    ("{kind=\"unrepairable\"}".to_owned(), r.unrepairable as f64),
+                ],
+            );
+        }
+    }
     let snaps = crate::snapshot::list(&src.paths.snapshots).unwrap_or_default();
     metric(
         "msg_store_snapshots",

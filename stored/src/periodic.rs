@@ -38,6 +38,18 @@ pub struct Stats {
     pub started: AtomicI64,
     pub startup_millis: AtomicU64,
     pub recoveries: AtomicU64,
+    /// The last periodic `reconstruct -r -n` (None before the first).
+    pub folder_check: std::sync::Mutex<Option<FolderCheckStat>>,
+}
+
+/// The last periodic `reconstruct -r -n`, for the metrics.
+#[derive(Clone, Debug)]
+pub struct FolderCheckStat {
+    /// When it ended (seconds since the epoch).
+    pub at: i64,
+    pub millis: u64,
+    /// None: it could not run.
+    pub result: Option<crate::health::FolderCheck>,
 }
 
 /// Open stored's own connection to the live database.

@@ -316,3 +316,65 @@ fn systemd_hears_ready_once_the_database_is_checked_and_stopping_at_exit() {
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"STOPPING=1");
 }
+
+/// The summary of `reconstruct -r -n` on the metrics endpoint, computed on its own schedule:
+/// clean first, then the damage a lost message file is, by kind, with the check's time.
+#[test]
+fn reconstruct_findings_are_exported_as_metrics() {
+    let port = free_port();
+    let inst = Instance::new(&format!(
+        "local.store.reconstructcheckinterval = 1\nlocal.store.metricsport = {port}\n"
+    ));
+    let delivered = deliver(inst.root(), "joe", &["Work"], 2);
+    let s = inst.start(&[]);
+    let scrape = || http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let m = scrape();
+    assert!(
+        m.contains("\nmsg_reconstruct_check_time_seconds 0\n"),
+        "{m}"
+    );
+    assert!(!m.contains("msg_reconstruct_findings"), "{m}");
+    wait_for("a first folder check", 20, || {
+        scrape().contains("\nmsg_reconstruct_check_status 0\n")
+    });
+    let m = scrape();
+    // INBOX, the special-use folders and Work.
+    let checked: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("msg_reconstruct_folders_checked "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(checked >= 2, "{m}");
+    assert!(
+        m.contains("msg_reconstruct_findings{kind=\"damaged\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("msg_reconstruct_findings{kind=\"unrepairable\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("\nmsg_reconstruct_check_time_seconds 0\n"),
+        "{m}"
+    );
+
+    // A message file lost: the next check finds one damaged folder.
+    let work = MailboxName::parse("user/joe/Work").unwrap();
+    let uid = delivered
+        .iter()
+        .find(|d| d.mailbox == work.as_str())
+        .unwrap()
+        .uid;
+    let dir = Store::open(inst.root()).unwrap().folder_dir(&work).unwrap();
+    std::fs::remove_file(
+        dir.join(format!("{:x}", uid >> 12))
+            .join(format!("{uid}.msg")),
+    )
+    .unwrap();
+    wait_for("the damage in the metrics", 20, || {
+        scrape().contains("msg_reconstruct_findings{kind=\"damaged\"} 1\n")
+    });
+    assert!(scrape().contains("\nmsg_reconstruct_check_status 1\n"));
+    inst.wait_log("Periodic folder check:", 10);
+    assert_eq!(s.stop(), Some(0));
+}
