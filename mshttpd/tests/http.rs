@@ -1473,11 +1473,29 @@ fn drafts_submission_blobs_and_push() {
             .contains("<mark>lunch</mark>"),
         "{snip}"
     );
+    // An upload outlives a restart (it expires by age); a partial one left behind does not.
+    let up = server.curl(
+        &["-u", "joe:pw", "--data-binary", "kept across restarts"],
+        "/jmap/upload/joe/",
+    );
+    let kept = up.json()["blobId"].as_str().expect("blobId").to_owned();
+    let uploads = dir.path().join("data/http/uploads/joe");
+    let stale = uploads.join("0123456789abcdef0123456789abcdef.part");
+    std::fs::write(&stale, b"half an upload").expect("partial file");
     drop(server);
 
     // Without a relay, a submission is refused in JMAP's terms.
     std::fs::write(dir.path().join("config/msg.conf"), "").expect("msg.conf");
     let server = Server::start(dir.path(), &[]);
+    assert!(!stale.exists(), "partial uploads are removed at start");
+    let dl = server.curl(
+        &["-u", "joe:pw"],
+        &format!("/jmap/download/joe/{kept}/k.txt"),
+    );
+    assert_eq!(
+        (dl.status, dl.body.as_slice()),
+        (200, &b"kept across restarts"[..])
+    );
     let r = server.api(json!([["Email/query", {"accountId": "joe"}, "0"]]));
     let any = method(&r, 0, "Email/query")["ids"][0].clone();
     let r = server.api(json!([

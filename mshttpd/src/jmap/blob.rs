@@ -200,11 +200,19 @@ impl BlobStore {
     /// need the bytes anyway; an upload is at most maxSizeUpload).
     pub(crate) fn get(&self, user: &str, token: &str) -> Option<Vec<u8>> {
         let path = self.path(user, token)?;
-        let meta = std::fs::metadata(&path).ok()?;
-        if !meta.is_file() || age(&meta) >= UPLOAD_TTL {
-            return None;
+        let read = || {
+            let meta = std::fs::metadata(&path).ok()?;
+            if !meta.is_file() || age(&meta) >= UPLOAD_TTL {
+                return None;
+            }
+            std::fs::read(&path).ok()
+        };
+        // On the server's multi-threaded runtime the read moves this worker's other tasks
+        // elsewhere instead of stalling them; anywhere else it simply reads.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+            _ => read(),
         }
-        std::fs::read(&path).ok()
     }
 }
 

@@ -476,6 +476,8 @@ struct Log {
     last: u64,
     records: Vec<Record>,
     bytes: u64,
+    /// The file does not end with a newline (a write was cut short).
+    torn: bool,
 }
 
 impl Log {
@@ -553,6 +555,7 @@ impl Journal {
         };
         let mut log = Log {
             bytes: data.len() as u64,
+            torn: data.last().is_some_and(|b| *b != b'\n'),
             ..Log::default()
         };
         for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -578,7 +581,8 @@ impl Journal {
         if ops.is_empty() {
             return Ok(log);
         }
-        let mut lines = Vec::new();
+        // After a torn line the next record starts on a line of its own.
+        let mut lines = if log.torn { vec![b'\n'] } else { Vec::new() };
         for mut rec in ops {
             log.last += 1;
             match &mut rec {
@@ -955,5 +959,77 @@ mod tests {
             Some(("127.0.0.1".into(), 2525))
         );
         assert_eq!(parse_relay("nope"), None);
+    }
+
+    fn create(n: usize) -> Record {
+        Record::Create {
+            seq: 0,
+            sub: json!({"id": format!("S{n}"), "emailId": format!("M{n}"), "undoStatus": "final"}),
+        }
+    }
+
+    /// The journal: sequence numbers, destroys, a torn last line skipped, and the rewrite
+    /// past its size that keeps the newest submissions and forgets older states.
+    #[test]
+    fn journal_appends_skips_torn_lines_and_compacts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let j = Journal::new(dir.path());
+            let log = j
+                .append("joe", vec![create(1), create(2)])
+                .await
+                .expect("append");
+            assert_eq!((log.base, log.last, log.state()), (0, 2, "j2".to_string()));
+            let log = j
+                .append(
+                    "joe",
+                    vec![Record::Destroy {
+                        seq: 0,
+                        id: "S1".into(),
+                    }],
+                )
+                .await
+                .expect("destroy");
+            assert_eq!(log.live().len(), 1);
+            assert!(log.since("j1").is_ok() && log.since("j4").is_err());
+            // A crash mid-write leaves a torn line: it is skipped, the rest still reads.
+            let path = j.path("joe");
+            let mut data = std::fs::read(&path).expect("journal");
+            data.extend_from_slice(b"{\"op\":\"create\",\"seq\":4,\"sub\":{\"id\"");
+            std::fs::write(&path, &data).expect("write");
+            let log = j.load("joe").await.expect("load");
+            assert_eq!((log.last, log.live().len()), (3, 1));
+            let log = j.append("joe", vec![create(3)]).await.expect("append");
+            assert_eq!(log.last, 4);
+            let log = j.load("joe").await.expect("load");
+            assert_eq!((log.last, log.live().len()), (4, 2));
+            // Past JOURNAL_MAX_LINES the journal is rewritten with the newest submissions.
+            let many: Vec<Record> = (10..10 + JOURNAL_MAX_LINES).map(create).collect();
+            let log = j.append("joe", many).await.expect("append many");
+            let live = log.live();
+            assert_eq!(live.len(), JOURNAL_KEEP);
+            assert_eq!(
+                live.last().map(|s| s["id"].clone()),
+                Some(json!(format!("S{}", 9 + JOURNAL_MAX_LINES)))
+            );
+            assert_eq!(log.base, log.last);
+            assert!(matches!(
+                log.since("j3"),
+                Err(MethodError::CannotCalculateChanges)
+            ));
+            assert!(log.since(&log.state()).is_ok());
+            let lines = std::fs::read_to_string(&path)
+                .expect("journal")
+                .lines()
+                .count();
+            assert_eq!(lines, JOURNAL_KEEP + 1);
+            // Another user's journal is a file of its own.
+            let other = j.load("bob").await.expect("load bob");
+            assert_eq!((other.last, other.live().len()), (0, 0));
+        });
     }
 }
