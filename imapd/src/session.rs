@@ -2473,9 +2473,26 @@ impl Conn {
                     } else {
                         ("RFC822.TEXT ", st.text_range())
                     };
-                    let data = f.read_range(m.uid, r.start, r.end - r.start).await?;
                     o.extend_from_slice(name.as_bytes());
-                    encode::literal(&mut o, &data);
+                    let len = r.end.saturating_sub(r.start);
+                    if len >= STREAM_MIN {
+                        let (_, size) = open_once(f, m.uid, &mut file).await?;
+                        if r.end > size {
+                            return Err(ClientError::Corrupt(format!(
+                                "message {} is shorter than its structure says",
+                                m.uid
+                            )));
+                        }
+                        o.extend_from_slice(format!("{{{len}}}\r\n").as_bytes());
+                        segs.push(Seg::Bytes(std::mem::take(&mut o)));
+                        segs.push(Seg::Stream {
+                            start: r.start,
+                            len,
+                        });
+                    } else {
+                        let data = f.read_range(m.uid, r.start, len).await?;
+                        encode::literal(&mut o, &data);
+                    }
                 }
                 FetchAtt::Section {
                     kind,

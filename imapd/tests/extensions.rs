@@ -357,6 +357,8 @@ check(data[0][1] == msg[hlen + 1000:hlen + 1000 + 5000000], (data[0][0], len(dat
 check(b"BODY[TEXT]<1000> {5000000}" in data[0][0], data[0][0])
 typ, data = m.fetch("1", "(BODY.PEEK[1]<%d.100>)" % (size - hlen - 50))
 check(data[0][1] == msg[-50:], data)
+typ, data = m.fetch("1", "(RFC822.TEXT)")
+check(data[0][1] == msg[hlen:], (data[0][0], len(data[0][1])))
 # Small sections keep working.
 typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
 check(data[0][1] == msg[:hlen], data)
