@@ -125,7 +125,9 @@ fn run(cli: Cli, root: PathBuf, config: msgconf::Config) -> std::process::ExitCo
 
     let stats = Arc::new(Stats::default());
     stats.started.store(stored::now_secs(), Ordering::Relaxed);
-    let (db, outcome) = match recovery::startup(&paths, &partitions, cli.full_check_limit) {
+    let running = recovery::running_services(&paths);
+    let (db, outcome) = match recovery::startup(&paths, &partitions, cli.full_check_limit, &running)
+    {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&pid_file);
@@ -178,7 +180,12 @@ fn run(cli: Cli, root: PathBuf, config: msgconf::Config) -> std::process::ExitCo
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
         )
     };
-    let servers_started = std::time::SystemTime::now();
+    // Services already running (stored restarted alone) started before this one.
+    let servers_started = running
+        .iter()
+        .map(|r| r.since)
+        .min()
+        .unwrap_or_else(std::time::SystemTime::now);
     let ready = match ready::Ready::signal(&paths.ready_file()) {
         Ok(r) => r,
         Err(e) => {

@@ -53,6 +53,37 @@ pub enum RecoveryError {
     },
     #[error("cannot open the mailbox database: {0}")]
     Open(msgstore::StoreError),
+    #[error("the mailbox database needs recovery ({why}), but {services} still use it: stop them (stop-msg), then start again (start-msg)")]
+    InUse { why: String, services: String },
+}
+
+/// A front end found running when stored starts (stored restarted alone).
+#[derive(Clone, Debug)]
+pub struct RunningService {
+    pub name: &'static str,
+    pub pid: i32,
+    /// When it was started (its pid file's time).
+    pub since: SystemTime,
+}
+
+/// The front ends running on this instance, from their pid files.
+pub fn running_services(paths: &Paths) -> Vec<RunningService> {
+    crate::health::SERVICES
+        .iter()
+        .filter(|s| **s != "stored")
+        .filter_map(|s| {
+            let file = paths.pid_file(s);
+            let pid = crate::control::running(&file, s)?;
+            let since = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| SystemTime::now());
+            Some(RunningService {
+                name: s,
+                pid,
+                since,
+            })
+        })
+        .collect()
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError {
@@ -185,7 +216,16 @@ pub fn startup(
     paths: &Paths,
     partitions: &BTreeMap<String, PathBuf>,
     full_check_limit: u64,
+    running: &[RunningService],
 ) -> Result<(MailboxDb, Outcome), RecoveryError> {
+    // Restarted alone beside running services: the database and its log are in use, so
+    // nothing is moved or removed, and folders they made since they started are theirs.
+    let live = running.iter().map(|r| r.since).min();
+    let in_use = running
+        .iter()
+        .map(|r| format!("{} (pid {})", r.name, r.pid))
+        .collect::<Vec<_>>()
+        .join(", ");
     let started = Instant::now();
     let mut out = Outcome::default();
     std::fs::create_dir_all(&paths.dbdir).map_err(io_err("create", &paths.dbdir))?;
@@ -203,7 +243,15 @@ pub fn startup(
     }
 
     // 1. The log, before SQLite silently ignores a damaged one.
-    let wal_state = wal::analyse(&paths.wal()).map_err(io_err("read", &paths.wal()))?;
+    let wal_state = if live.is_some() {
+        info!(
+            facility = "Store",
+            "Services running: {in_use}; the database log is in use by them, so it is checked through SQLite only"
+        );
+        WalState::Absent
+    } else {
+        wal::analyse(&paths.wal()).map_err(io_err("read", &paths.wal()))?
+    };
     match &wal_state {
         WalState::Damaged { bytes, reason } => {
             warn!(
@@ -226,7 +274,7 @@ pub fn startup(
         ),
         _ => {}
     }
-    out.wal = Some(wal_state);
+    out.wal = live.is_none().then_some(wal_state);
 
     // 2. The database itself.
     let exists = paths.db.exists();
@@ -259,6 +307,18 @@ pub fn startup(
         .clone()
         .or_else(|| must_recover.then(|| "missing".to_owned()));
 
+    if must_recover && live.is_some() {
+        let why = out.damage.clone().unwrap_or_default();
+        tracing::error!(
+            facility = "Store",
+            "Mailbox database {} needs recovery ({why}), but {in_use} still use it: stop them (stop-msg), then start again (start-msg)",
+            paths.db.display()
+        );
+        return Err(RecoveryError::InUse {
+            why,
+            services: in_use,
+        });
+    }
     if must_recover {
         if exists {
             out.set_aside = set_aside(paths)?;
@@ -359,7 +419,7 @@ pub fn startup(
         // enough to compare in moments, else a sample now and the rest in the background.
         let entries = count_entries(&paths.db);
         let check = if entries <= full_check_limit {
-            reconstruct::db::fix_mailboxes(&db, partitions, None, None, true)
+            reconstruct::db::fix_mailboxes_settled(&db, partitions, None, None, true, live)
         } else {
             out.full_check_pending = true;
             let (differences, lines, folders, users) = sample_agreement(&db, partitions);
@@ -403,7 +463,7 @@ pub fn startup(
         Some(Resync::LogRemoved) | Some(Resync::Disagreement { .. })
     ) {
         let t = Instant::now();
-        let r = resync(&db, partitions, None, None);
+        let r = resync(&db, partitions, None, live);
         log_resync_done(&r, t.elapsed());
         out.resynced = out.resync.take();
     }
