@@ -66,9 +66,60 @@ pub struct RunningService {
     pub since: SystemTime,
 }
 
-/// The front ends running on this instance, from their pid files.
+/// The processes holding SQLite's shared-memory "DMS" lock on the database's `-shm` file:
+/// every process with the database open in WAL mode holds a read lock on that byte for as long
+/// as it is connected (SQLite's os_unix.c, `UNIX_SHM_DMS`, byte 128). This finds the front
+/// ends (and admin commands) using the database however they were started (under systemd
+/// there are no pid files). Read from /proc/locks, which lists every holder (F_GETLK names
+/// only one); nothing is locked.
+fn shm_lock_holders(shm: &Path) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    const UNIX_SHM_DMS: u64 = 128;
+    let Ok(m) = std::fs::metadata(shm) else {
+        return Vec::new();
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for line in locks.lines() {
+        // "1: POSIX  ADVISORY  READ 1234 fd:00:5678 128 128"; waiters have "->" and hold
+        // nothing yet.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[1] == "->" || f[1] != "POSIX" {
+            continue;
+        }
+        // MAJOR:MINOR:INODE, the device numbers in hex.
+        let mut id = f[5].split(':');
+        let (maj, min) = (
+            id.next().and_then(|v| u32::from_str_radix(v, 16).ok()),
+            id.next().and_then(|v| u32::from_str_radix(v, 16).ok()),
+        );
+        if (maj, min) != (Some(libc::major(m.dev())), Some(libc::minor(m.dev()))) {
+            continue;
+        }
+        let ino = id.next().and_then(|i| i.parse::<u64>().ok());
+        let (Ok(pid), Some(ino), Ok(start), Ok(end)) = (
+            f[4].parse::<i32>(),
+            ino,
+            f[6].parse::<u64>(),
+            f[7].parse::<u64>()
+                .or_else(|_| if f[7] == "EOF" { Ok(u64::MAX) } else { Err(()) }),
+        ) else {
+            continue;
+        };
+        if ino == m.ino() && start <= UNIX_SHM_DMS && UNIX_SHM_DMS <= end && !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The front ends (and any other process) using this instance's database when stored starts:
+/// those named by live pid files in `data/run/`, and the holder of SQLite's connection lock
+/// (found one at a time: F_GETLK names one holder).
 pub fn running_services(paths: &Paths) -> Vec<RunningService> {
-    crate::health::SERVICES
+    let mut out: Vec<RunningService> = crate::health::SERVICES
         .iter()
         .filter(|s| **s != "stored")
         .filter_map(|s| {
@@ -83,7 +134,25 @@ pub fn running_services(paths: &Paths) -> Vec<RunningService> {
                 since,
             })
         })
-        .collect()
+        .collect();
+    for pid in shm_lock_holders(&paths.shm()) {
+        if pid != std::process::id() as i32 && !out.iter().any(|r| r.pid == pid) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default();
+            let name = crate::health::SERVICES
+                .iter()
+                .find(|s| **s == comm)
+                .copied()
+                .unwrap_or("a process");
+            // The process's start: its /proc directory's time.
+            let since = std::fs::metadata(format!("/proc/{pid}"))
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| SystemTime::now());
+            out.push(RunningService { name, pid, since });
+        }
+    }
+    out
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError {
