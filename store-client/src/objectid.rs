@@ -338,18 +338,25 @@ fn slot(store: &Arc<Store>, user: &str) -> Arc<Mutex<EmailIndex>> {
     c.index.clone()
 }
 
-/// Bring `data` up to date with the user's own folders.
-fn refresh(s: &Session, store: &Arc<Store>, data: &mut IndexData) -> Result<()> {
+/// A folder whose counters moved since the index last looked: its name, its counters now
+/// (UIDVALIDITY, generation, HIGHESTMODSEQ, UIDNEXT) and its live UIDs.
+type Moved = (String, MailboxName, (u32, u64, u64, u32), Vec<u32>);
+
+/// Bring `index` up to date with the user's own folders. When nothing moved, the snapshot
+/// is left as it is (not copied, even while callers hold it).
+fn refresh(s: &Session, store: &Arc<Store>, index: &mut EmailIndex) -> Result<()> {
     let entries = store.db().list_prefix(&format!("user/{}/", s.user))?;
     let mut seen = HashSet::with_capacity(entries.len());
+    let mut moved: Vec<Moved> = Vec::new();
     for e in entries {
         let name = MailboxName::parse(&e.name)?;
         let visible = s.visible(&e.name);
-        // Counters and live UIDs in one look at the folder.
-        let known = data
+        let known = index
+            .0
             .folders
             .get(&visible)
             .map(|f| (f.uidvalidity, f.generation, f.modseq, f.uidnext));
+        // Counters and live UIDs in one look at the folder.
         let looked = store.with_state(&name, |st| {
             let h = &st.header;
             let now = (h.uidvalidity, h.generation, h.highest_modseq, h.uidnext);
@@ -359,18 +366,39 @@ fn refresh(s: &Session, store: &Arc<Store>, data: &mut IndexData) -> Result<()> 
             let live: Vec<u32> = st.live().map(|m| m.uid).collect();
             Ok(Some((now, live)))
         });
-        let (now, live) = match looked {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                seen.insert(visible);
-                continue;
+        match looked {
+            Ok(x) => {
+                seen.insert(visible.clone());
+                if let Some((now, live)) = x {
+                    moved.push((visible, name, now, live));
+                }
             }
             // Deleted since the listing.
-            Err(StoreError::NoSuchMailbox(_)) => continue,
+            Err(StoreError::NoSuchMailbox(_)) => {}
             Err(e) => return Err(e.into()),
-        };
-        seen.insert(visible.clone());
-        if known.is_some_and(|k| k.0 != now.0) {
+        }
+    }
+    let stale: Vec<String> = index
+        .0
+        .folders
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
+    if moved.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    // Copy-on-write: a caller still holding the previous snapshot keeps it intact.
+    let data = Arc::make_mut(&mut index.0);
+    for k in stale {
+        data.drop_folder(&k);
+    }
+    for (visible, name, now, live) in moved {
+        if data
+            .folders
+            .get(&visible)
+            .is_some_and(|f| f.uidvalidity != now.0)
+        {
             // Another folder under the same name: nothing carries over.
             data.drop_folder(&visible);
         }
@@ -404,7 +432,6 @@ fn refresh(s: &Session, store: &Arc<Store>, data: &mut IndexData) -> Result<()> 
                 for (uid, ids) in std::mem::take(&mut folder.msgs) {
                     data.remove(&visible, folder.uidvalidity, uid, ids);
                 }
-                seen.remove(&visible);
                 continue;
             }
             Err(e) => return Err(e),
@@ -420,15 +447,6 @@ fn refresh(s: &Session, store: &Arc<Store>, data: &mut IndexData) -> Result<()> 
             folder.uidnext,
         ) = now;
         data.folders.insert(visible, folder);
-    }
-    let stale: Vec<String> = data
-        .folders
-        .keys()
-        .filter(|k| !seen.contains(*k))
-        .cloned()
-        .collect();
-    for k in stale {
-        data.drop_folder(&k);
     }
     Ok(())
 }
@@ -459,9 +477,7 @@ impl Session {
             let store = s.client.store();
             let slot = slot(store, s.user.as_str());
             let mut guard = lock(&slot);
-            // Copy-on-write: a caller still holding the previous snapshot keeps it intact.
-            let data = Arc::make_mut(&mut guard.0);
-            if let Err(e) = refresh(s, store, data) {
+            if let Err(e) = refresh(s, store, &mut guard) {
                 // Half-applied: start again next time rather than serve a wrong index.
                 *guard = EmailIndex::default();
                 return Err(e);
