@@ -124,3 +124,70 @@ async fn index_follows_copies_moves_and_expunges() {
     assert_eq!(folders, ["Archive", "Spam"]);
     assert_eq!(idx5.len(), 2);
 }
+
+/// A cache entry written before ids existed (format 1: no trailer): the ids come from the
+/// message file, the same as those of a copy delivered since.
+#[tokio::test]
+async fn entries_from_before_ids_are_named_from_the_file() {
+    use msgstore::folder::{Folder, FolderFiles, LinkedMessage};
+    let (dir, c) = setup().await;
+    let joe = c.session_for("joe").await.unwrap();
+    let a = joe
+        .append("INBOX", REPLY.to_vec(), &[], None)
+        .await
+        .unwrap();
+    // Link the same file in again with a format 1 structure, as an old store wrote it
+    // (a second handle on the folder, as another process would be).
+    let name = msgstore::MailboxName::parse("user/joe/INBOX").unwrap();
+    let layout = msgstore::layout::Layout::new(dir.path());
+    let files = FolderFiles::new(msgstore::layout::folder_dir(
+        &layout.default_partition_dir("primary"),
+        &name,
+    ));
+    let mut old = MessageStructure::parse(REPLY);
+    old.email_id = None;
+    let blob = old.to_bytes();
+    assert_eq!(blob[0], 1, "a format 1 blob");
+    let folder = Folder::new(name.as_str().to_owned(), files.clone());
+    let uids = folder
+        .append_linked(
+            vec![LinkedMessage {
+                source: files.message(a.uid),
+                size: REPLY.len() as u64,
+                content_crc: crc32(REPLY),
+                internal_date: 1_790_000_000,
+                flags: 0,
+                keywords: vec![],
+                structure: blob,
+            }],
+            u64::MAX,
+        )
+        .unwrap();
+    let old_uid = uids[0];
+    let sel = joe.select("INBOX", true).await.unwrap();
+    assert_eq!(sel.structure(old_uid).await.unwrap().email_id, None);
+    let ids = sel.object_ids(&[a.uid, old_uid]).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0].1, ids[1].1, "one Email, one thread");
+    assert_eq!(ids[1].1.email, EmailId::of_message(REPLY));
+    assert_eq!(ids[1].1.thread, ThreadId::of_root(b"root@example.org"));
+    let idx = joe.email_index().await.unwrap();
+    assert_eq!(idx.copies(&EmailId::of_message(REPLY)).len(), 2);
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    // The store's content checksum is CRC-32 (IEEE); a bitwise one keeps this test free of
+    // another dependency.
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
