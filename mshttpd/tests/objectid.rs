@@ -361,6 +361,50 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
         .is_some_and(|p| p.contains("<mark>noon</mark>")));
     assert_eq!(sn["notFound"], json!(["Mnope"]));
 
+    // A mailbox that never held a message comes and goes: Email/changes still answers.
+    let s4 = server.call("Email/get", json!({"ids": []}))["state"].clone();
+    let m = server.call("Mailbox/set", json!({"create": {"e": {"name": "Empty"}}}));
+    let empty = m["created"]["e"]["id"]
+        .as_str()
+        .expect("mailbox")
+        .to_owned();
+    let s5 = server.call("Email/get", json!({"ids": []}))["state"].clone();
+    server.call("Mailbox/set", json!({"destroy": [empty]}));
+    for s in [s4, s5] {
+        let ch = server.call("Email/changes", json!({"sinceState": s}));
+        assert_eq!(
+            (&ch["created"], &ch["updated"], &ch["destroyed"]),
+            (&json!([]), &json!([]), &json!([])),
+            "{ch}"
+        );
+    }
+    // One that held messages cannot be accounted for once gone.
+    let s6 = server.call("Email/get", json!({"ids": []}))["state"].clone();
+    let m = server.call("Mailbox/set", json!({"create": {"f": {"name": "Full"}}}));
+    let full = m["created"]["f"]["id"]
+        .as_str()
+        .expect("mailbox")
+        .to_owned();
+    server.call(
+        "Email/set",
+        json!({"update": {reply_id.clone(): {format!("mailboxIds/{full}"): true}}}),
+    );
+    let s7 = server.call("Email/get", json!({"ids": []}))["state"].clone();
+    let ch = server.call("Email/changes", json!({"sinceState": s6}));
+    assert_eq!(strings(&ch["updated"]), vec![reply_id.clone()], "{ch}");
+    server.call(
+        "Mailbox/set",
+        json!({"destroy": [full], "onDestroyRemoveEmails": true}),
+    );
+    assert_eq!(
+        server.error(
+            "Email/changes",
+            json!({"accountId": "joe", "sinceState": s7})
+        ),
+        "cannotCalculateChanges"
+    );
+    assert_eq!(mailbox_ids(&server.get(&reply_id)), vec![inbox.clone()]);
+
     // Unknown and malformed ids are notFound, never an error.
     let zero = format!("M{}", "0".repeat(24));
     let g = server.call(

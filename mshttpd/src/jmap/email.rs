@@ -773,8 +773,13 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
     // Pages of changes walk the folders in UIDVALIDITY order, the order of the state string.
     folders.sort_by_key(|f| f.uidvalidity);
     let now = ids::state_map(&folders);
-    if old.keys().any(|uv| !now.contains_key(uv)) {
-        // A folder was deleted: which Emails it held is no longer recorded anywhere.
+    if old
+        .iter()
+        .any(|(uv, st)| !now.contains_key(uv) && st.uidnext > 1)
+    {
+        // A folder that had held messages was deleted: which Emails it held is no longer
+        // recorded anywhere. One that never held any changed no Email (what it got after
+        // the old state and lost with it, the client never saw there).
         return Err(MethodError::CannotCalculateChanges);
     }
     let index = req.session.email_index().await?;
@@ -787,11 +792,12 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
         let cur = now[&f.uidvalidity];
         let prev = old.get(&f.uidvalidity).copied();
         if let Some(p) = prev {
-            if p.generation != cur.generation {
-                // Compacted: the records of what was expunged are gone.
+            let unchanged = p.modseq == cur.modseq && p.uidnext == cur.uidnext;
+            if p.generation != cur.generation && !unchanged {
+                // Compacted since: the records of what was expunged are gone.
                 return Err(MethodError::CannotCalculateChanges);
             }
-            if p.modseq == cur.modseq && p.uidnext == cur.uidnext {
+            if unchanged {
                 reached.insert(f.uidvalidity, cur);
                 continue;
             }
@@ -865,6 +871,7 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
     if !more {
         reached = now.clone();
     }
+    reached.retain(|uv, _| now.contains_key(uv));
     // Name every touched message; an Email existed at the old state when one of its
     // copies did: a touched one recorded then, or a live one below its folder's old UIDNEXT.
     let mut threads: HashMap<EmailId, ThreadId> = HashMap::new();
