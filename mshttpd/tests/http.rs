@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use store_client::StoreClient;
-use userdb::{HashParams, Secret, UserDb};
 
 const JMAP_USING: &[&str] = &[
     "urn:ietf:params:jmap:core",
@@ -29,17 +28,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A temporary instance with users (password "pw") and msg.conf lines.
 fn instance(users: &[&str], conf: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(dir.path().join("config/passwd"), params).expect("userdb");
-    for u in users {
-        db.add(u, &Secret::new("pw".to_string())).expect("add user");
-    }
+    let dir = testkit::instance(users);
     std::fs::write(dir.path().join("config/msg.conf"), conf).expect("msg.conf");
     dir
 }
@@ -64,16 +53,8 @@ fn msg(n: usize, subject: &str) -> String {
 }
 
 struct Server {
-    child: Child,
+    proc: testkit::Spawned,
     addr: SocketAddr,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A response as curl received it (no decoding).
@@ -106,28 +87,17 @@ impl Resp {
 
 impl Server {
     fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mshttpd"))
-            .arg("--root")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshttpd"));
+        cmd.arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0", "--auth-fail-delay-ms", "20"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mshttpd");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .args(extra);
+        // One `listening on` line per listener.
+        let lines = 1 + usize::from(extra.contains(&"--listen-tls"));
+        let proc = testkit::Spawned::start(cmd, lines);
         Server {
-            child,
-            addr,
-            _stdout: stdout,
+            addr: proc.addr(0),
+            proc,
         }
     }
 
@@ -251,14 +221,7 @@ def check(cond, what):
 }
 
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MSG_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python3");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
+    testkit::python()
 }
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
@@ -1756,18 +1719,8 @@ fn submissions_are_kept(
 #[test]
 fn https_login_cookies_are_secure() {
     let dir = instance(&["joe"], "");
-    let mut server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
-    let mut line = String::new();
-    server
-        ._stdout
-        .read_line(&mut line)
-        .expect("TLS listening line");
-    let tls_addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|l| l.strip_suffix(" (TLS)"))
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_owned();
+    let server = Server::start(dir.path(), &["--listen-tls", "127.0.0.1:0"]);
+    let tls_addr = server.proc.addr(1).to_string();
     let out = Command::new("curl")
         .args([
             "-s",
