@@ -5,14 +5,12 @@
 //! one Email in two mailboxes, a reply chain is one Thread.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use store_client::{EmailId, Flag, StoreClient, ThreadId};
-use userdb::{HashParams, Secret, UserDb};
 
 const USING: &[&str] = &["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"];
 
@@ -35,41 +33,20 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 struct Server {
-    child: Child,
+    _proc: testkit::Spawned,
     addr: SocketAddr,
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start(root: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mshttpd"))
-            .arg("--root")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mshttpd"));
+        cmd.arg("--root")
             .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mshttpd");
-        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .args(["--listen", "127.0.0.1:0"]);
+        let proc = testkit::Spawned::start(cmd, 1);
         Server {
-            child,
-            addr,
-            _stdout: stdout,
+            addr: proc.addr(0),
+            _proc: proc,
         }
     }
 
@@ -159,13 +136,7 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::create_dir_all(root.join("config")).expect("config");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(root.join("config/passwd"), params).expect("userdb");
-    db.add("joe", &Secret::new("pw".to_string())).expect("user");
+    testkit::add_users(root, &["joe"]);
     let store = rt().block_on(StoreClient::open(root)).expect("store");
     rt().block_on(async {
         let s = store.session_for("joe").await.expect("session");

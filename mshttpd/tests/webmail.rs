@@ -10,82 +10,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use store_client::{Flag, SearchKey, StoreClient};
-use userdb::{HashParams, Secret, UserDb};
-
-/// A running server binary; killed when dropped.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts `bin --root ROOT --listen 127.0.0.1:0` and reads its `listening on ADDR` line.
-fn start(bin: &Path, root: &Path) -> Running {
-    let mut child = Command::new(bin)
-        .arg("--root")
+fn start(bin: &Path, root: &Path) -> testkit::Spawned {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--root")
         .arg(root)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{}: unexpected first line {line:?}", bin.display()))
-        .parse()
-        .expect("address");
-    Running {
-        child,
-        addr,
-        _stdout: stdout,
-    }
+        .args(["--listen", "127.0.0.1:0"]);
+    testkit::Spawned::start(cmd, 1)
 }
 
-/// A workspace binary of another package (lmtpd), built next to this test by
-/// `cargo test --workspace`.
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo test --workspace` or `cargo build -p {name}` first",
-        path.display()
-    );
-    path
-}
-
-/// The interpreter with the PyPI test packages (selenium): $MSG_TEST_PYTHON, else the venv
-/// scripts/test.sh makes, else python3.
+/// The interpreter with the PyPI test packages (selenium).
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MSG_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python3");
-    if venv.exists() {
-        return venv;
-    }
-    "python3".into()
+    testkit::python()
 }
 
 /// One message the relay stand-in accepted.
@@ -198,14 +140,7 @@ fn webmail_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::create_dir_all(root.join("config")).expect("config dir");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(root.join("config/passwd"), params).expect("userdb");
-    db.add("joe", &Secret::new("pw".to_string()))
-        .expect("add joe");
+    testkit::add_users(root, &["joe"]);
     rt().block_on(async {
         let client = StoreClient::open(root).await.expect("store");
         let s = client.session_for("joe").await.expect("session");
@@ -218,7 +153,7 @@ fn webmail_in_headless_chromium() {
     )
     .expect("msg.conf");
 
-    let lmtpd = start(&workspace_binary("lmtpd"), root);
+    let lmtpd = start(&testkit::binary("lmtpd"), root);
     let http = start(Path::new(env!("CARGO_BIN_EXE_mshttpd")), root);
 
     let script = tempfile::NamedTempFile::new().expect("script file");
@@ -228,9 +163,9 @@ fn webmail_in_headless_chromium() {
     let stderr_file = tempfile::NamedTempFile::new().expect("stderr file");
     let mut child = Command::new(python())
         .arg(script.path())
-        .arg(format!("http://{}", http.addr))
-        .arg(lmtpd.addr.ip().to_string())
-        .arg(lmtpd.addr.port().to_string())
+        .arg(format!("http://{}", http.addr(0)))
+        .arg(lmtpd.addr(0).ip().to_string())
+        .arg(lmtpd.addr(0).port().to_string())
         .stdout(stdout_file.reopen().expect("stdout"))
         .stderr(stderr_file.reopen().expect("stderr"))
         // Its own process group, so chromedriver and Chromium go with it on a timeout.

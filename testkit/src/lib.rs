@@ -119,6 +119,24 @@ impl Drop for Spawned {
     }
 }
 
+/// A binary of another workspace package (lmtpd beside mshttpd's tests, say), built next to
+/// the running test by `cargo test --workspace`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --workspace` or `cargo build -p {name}` first",
+        path.display()
+    );
+    path
+}
+
 /// The Python with the PyPI client libraries: `$MSG_TEST_PYTHON` (set by scripts/test.sh),
 /// else the workspace's `target/pyenv`, else `python3`.
 pub fn python() -> PathBuf {
