@@ -138,7 +138,12 @@ pub fn sync_folders(
     servers_started: Option<SystemTime>,
 ) -> FolderSync {
     let mut out = FolderSync::default();
-    let c = match crate::periodic::open(db) {
+    // synchronous=NORMAL: a commit is not flushed on its own (one fsync per change made a
+    // large resync slow); a crash loses at most the last few, which the folders still hold
+    // and the next startup's check finds again.
+    let c = match crate::periodic::open(db)
+        .and_then(|c| c.pragma_update(None, "synchronous", "NORMAL").map(|()| c))
+    {
         Ok(c) => c,
         Err(e) => {
             out.failures += 1;
