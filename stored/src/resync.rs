@@ -594,3 +594,82 @@ pub fn sync_quotas(db: &Path, partitions: &BTreeMap<String, PathBuf>) -> FolderS
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (
+        tempfile::TempDir,
+        msgstore::Store,
+        BTreeMap<String, PathBuf>,
+    ) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = msgstore::Store::open(t.path()).expect("store");
+        let joe = msgstore::UserName::new("joe").expect("user");
+        store.provision_user(&joe).expect("provision");
+        let old = MailboxName::for_user(&joe, "Old").expect("name");
+        store.create_mailbox(&old, None, None).expect("create");
+        let partitions = msgstore::StoreConfig::load(&layout::Layout::new(t.path()))
+            .expect("config")
+            .partitions;
+        (t, store, partitions)
+    }
+
+    /// A rename half done by a server (its directory moved, its entry not yet renamed): the
+    /// resync neither enters the new name (which would make the server's rename of the entry
+    /// fail) nor drops the old one; the server finishes, and the database is right.
+    #[test]
+    fn a_rename_in_flight_is_left_to_its_server() {
+        let (_t, store, partitions) = setup();
+        let ppath = partitions.values().next().expect("partition");
+        let (old, new) = ("user/joe/Old", "user/joe/New");
+        let dir = |n: &str| layout::folder_dir(ppath, &MailboxName::parse(n).expect("name"));
+        std::thread::sleep(Duration::from_millis(20));
+        let started = SystemTime::now();
+        std::fs::rename(dir(old), dir(new)).expect("move the directory");
+        let db = store.db().path().to_path_buf();
+        let parts = partitions.clone();
+        let resync = std::thread::spawn(move || sync_folders(&db, &parts, Some(started)));
+        std::thread::sleep(Duration::from_millis(150));
+        store
+            .db()
+            .rename_all(&[(old.to_owned(), new.to_owned())], None)
+            .expect("the server's rename of the entry");
+        let out = resync.join().expect("resync");
+        assert_eq!(out.failures, 0, "{:?}", out.lines);
+        assert!(store.db().get(old).expect("get").is_none());
+        assert!(store.db().get(new).expect("get").is_some());
+    }
+
+    /// The same half-done rename with no server to finish it (lost with the database): the
+    /// resync completes it, subscriptions included.
+    #[test]
+    fn a_rename_lost_with_the_database_is_completed() {
+        let (_t, store, partitions) = setup();
+        let ppath = partitions.values().next().expect("partition");
+        let (old, new) = ("user/joe/Old", "user/joe/New");
+        let joe = msgstore::UserName::new("joe").expect("user");
+        store
+            .subscribe(&joe, &MailboxName::parse(old).expect("name"))
+            .expect("subscribe");
+        let dir = |n: &str| layout::folder_dir(ppath, &MailboxName::parse(n).expect("name"));
+        std::fs::rename(dir(old), dir(new)).expect("move the directory");
+        let out = sync_folders(store.db().path(), &partitions, None);
+        assert_eq!(out.failures, 0, "{:?}", out.lines);
+        assert!(
+            out.lines
+                .iter()
+                .any(|l| l.starts_with("Renamed in the mailbox database")),
+            "{:?}",
+            out.lines
+        );
+        assert!(store.db().get(old).expect("get").is_none());
+        assert!(store.db().get(new).expect("get").is_some());
+        let subs = store.subscriptions(&joe).expect("subs");
+        assert!(
+            subs.iter().any(|s| s == new) && !subs.iter().any(|s| s == old),
+            "{subs:?}"
+        );
+    }
+}
