@@ -24,8 +24,9 @@ use msgstore::layout;
 use msgstore::{MailboxEntry, MailboxName};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-/// How long a rename seen half done must hold still before the resync completes it itself.
-const RENAME_SETTLE: Duration = Duration::from_millis(500);
+/// How long a difference seen beside running servers must hold still before the resync acts
+/// on it (a rename, an ACL change or a deletion made by a server takes moments).
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// What a pass did.
 #[derive(Debug, Default)]
@@ -209,6 +210,7 @@ pub fn sync_folders(
     }
     let mut renames = Vec::new();
     let mut renamed_from = BTreeSet::new();
+    let mut updates = Vec::new();
 
     for f in &scan.folders {
         let found = &f.entry;
@@ -230,7 +232,7 @@ pub fn sync_folders(
                 ));
             }
             Some(e) if same_fields(e, found) => {}
-            Some(e) => update(&c, &name, &dir, e, &mut out),
+            Some(e) => updates.push((name.clone(), dir.clone(), e)),
             None if live(&dir, servers_started) => {}
             None => {
                 if let Some(src) = orphans
@@ -246,22 +248,29 @@ pub fn sync_folders(
         }
     }
 
-    // Entries whose folder is gone (and which no rename explains).
-    for list in orphans.values() {
-        for e in list {
-            if !renamed_from.contains(&e.name) {
-                remove(&c, e, partitions, &mut out);
-            }
-        }
+    // Beside running servers, a difference may be a change in flight: a server writes an
+    // entry, then its folder's store.meta (an ACL), or moves a folder, then renames its
+    // entry. One pause for all of them, then each is decided again as it is written; what
+    // still differs was lost with the database.
+    let removals: Vec<&MailboxEntry> = orphans
+        .values()
+        .flatten()
+        .filter(|e| !renamed_from.contains(&e.name))
+        .copied()
+        .collect();
+    if servers_started.is_some()
+        && !(updates.is_empty() && renames.is_empty() && removals.is_empty())
+    {
+        std::thread::sleep(SETTLE);
     }
-
-    // Half-done renames: the server that made one renames the entry within moments; what
-    // still looks half done after a pause was lost with the database.
-    if !renames.is_empty() {
-        std::thread::sleep(RENAME_SETTLE);
-        for (src, name, dir) in renames {
-            complete_rename(&c, &src, &name, &dir, &mut out);
-        }
+    for (name, dir, seen) in updates {
+        update(&c, &name, &dir, seen, &mut out);
+    }
+    for e in removals {
+        remove(&c, e, partitions, &mut out);
+    }
+    for (src, name, dir) in renames {
+        complete_rename(&c, &src, &name, &dir, &mut out);
     }
     out
 }
