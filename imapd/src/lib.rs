@@ -9,6 +9,7 @@
 //! COMPRESS=DEFLATE, IDLE and the failed-login delay live in the driver. The `imapd` binary
 //! (`src/main.rs`) is the TCP server started through `service-runtime`.
 
+pub mod codec;
 pub mod encode;
 pub mod ext;
 pub mod order;

@@ -4,11 +4,11 @@
 //! in place after the `{n}` marker, exactly as they came off the wire. [`parse_command`]
 //! turns that into a [`Command`]; the extensions' own grammar lives in `crate::ext`.
 //!
-//! Hand-written rather than imap-codec: the current imap-codec (2.0.0-alpha.10) is an alpha
-//! whose command types leave out much of what this server must read (ESEARCH RETURN,
-//! LIST-EXTENDED and LIST-STATUS, CREATE USE, ACL, MULTIAPPEND, SEARCHRES `$`, PREVIEW,
-//! QRESYNC parameters), so nearly every command this server serves would have needed our own
-//! layer beside it; one small bounded grammar with its own tests was the smaller thing.
+//! imap-codec reads every command it covers (`crate::codec`, which lists them); this grammar
+//! reads the rest: the extension forms imap-codec 2.0.0-alpha.10 does not know (ESEARCH and
+//! SEARCH RETURN, SEARCHRES `$`, LIST-EXTENDED and LIST-STATUS, CREATE USE, ACL, MULTIAPPEND,
+//! CATENATE, PREVIEW, OBJECTID, SAVEDATE, WITHIN) and whatever imap-codec rejects, so that a
+//! command both reject gets this grammar's BAD as before.
 
 use crate::ext;
 
@@ -595,8 +595,15 @@ pub fn literal_marker(line: &[u8]) -> Option<(u64, bool)> {
     Some((n, sync))
 }
 
-/// Parse one command (tag already validated by the caller).
+/// Parse one command (tag already validated by the caller): imap-codec where it covers the
+/// command, our grammar otherwise (`crate::codec` says which goes where).
 pub fn parse_command(buf: &[u8]) -> PResult<(String, Command)> {
+    crate::codec::parse(buf)
+}
+
+/// Our own grammar for one command: the extension layer, and the fallback for everything
+/// imap-codec does not read (see `crate::codec`).
+pub fn parse_own(buf: &[u8]) -> PResult<(String, Command)> {
     let mut p = Parser::new(buf);
     let tag = tag_of(buf).ok_or_else(|| ParseError("missing tag".into()))?;
     p.pos = tag.len();
