@@ -280,7 +280,7 @@ fn large_fetches_stream_from_the_file() {
     // sampled every millisecond while the sessions fetch.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (stop, pid) = (stop.clone(), server.child.id());
+        let (stop, pid) = (stop.clone(), server.proc.pid());
         std::thread::spawn(move || {
             let mut peak = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

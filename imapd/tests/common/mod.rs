@@ -2,13 +2,11 @@
 //! real `imapd` binary on an ephemeral port, and Python client scripts.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use store_client::StoreClient;
-use userdb::{HashParams, Secret, UserDb};
 
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -19,18 +17,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// A temporary instance with users (password "pw").
 pub fn instance(users: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
-    let params = HashParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let db = UserDb::open_with(dir.path().join("config/passwd"), params).expect("userdb");
-    for u in users {
-        db.add(u, &Secret::new("pw".to_string())).expect("add user");
-    }
-    dir
+    testkit::instance(users)
 }
 
 pub fn msg(n: usize) -> Vec<u8> {
@@ -76,32 +63,13 @@ pub fn deliver_many(root: &Path, user: &str, folder: &str, count: usize) {
 
 /// Path of a workspace binary next to the running test executable.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo test --workspace` (or `cargo build --workspace`) first",
-        path.display()
-    );
-    path
+    testkit::binary(name)
 }
 
 /// A running binary; killed when dropped.
 pub struct Server {
-    pub child: Child,
+    pub proc: testkit::Spawned,
     pub addr: SocketAddr,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -111,28 +79,15 @@ impl Server {
 
     /// Start a service binary that prints `listening on <addr>` first.
     pub fn start_bin(bin: &Path, root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .arg("--root")
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start server");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .args(extra);
+        let proc = testkit::Spawned::start(cmd, 1);
         Server {
-            child,
-            addr,
-            _stdout: stdout,
+            addr: proc.addr(0),
+            proc,
         }
     }
 
@@ -147,7 +102,7 @@ impl Server {
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid()))
             .unwrap_or_default();
         status
             .lines()
@@ -159,14 +114,7 @@ impl Server {
 
 /// The Python with the PyPI client libraries (imapclient).
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MSG_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python3");
-    if ws.exists() {
-        return ws;
-    }
-    PathBuf::from("python3")
+    testkit::python()
 }
 
 const PRELUDE: &str = r#"
