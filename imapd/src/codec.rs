@@ -765,6 +765,21 @@ mod tests {
         assert!(parse(mid.as_bytes()).is_ok());
     }
 
+    /// Every prefix of every command (a literal cut short, a missing CRLF) is refused or
+    /// read by our grammar, never a panic inside imap-codec.
+    #[test]
+    fn truncated_commands_never_panic() {
+        for s in CODEC.iter().chain(OWN) {
+            for end in 0..s.len() {
+                let b = &s.as_bytes()[..end];
+                let _ = parse(b);
+            }
+        }
+        assert_eq!(decode(b"a LOGIN joe {3}\r\n"), None);
+        assert!(parse(b"a LOGIN joe {3}\r\n").is_err());
+        assert!(parse(b"").is_err());
+    }
+
     #[test]
     fn canonicalised_where_the_session_ignores_case() {
         let (_, c) = decode(b"a STORE 1 +FLAGS (\\seen \\DELETED $Fwd)\r\n").expect("store");
