@@ -652,6 +652,7 @@ mod tests {
         "a SEARCH LARGER 1000 SMALLER 99999 NEW OLD RECENT UNFLAGGED UNANSWERED\r\n",
         "a SEARCH 1:*,7 MODSEQ 620162338\r\n",
         "a SEARCH CHARSET US-ASCII ((((SEEN))))\r\n",
+        "a SEARCH CHARSET UTF-8 SUBJECT \"caf\u{e9}\" TEXT {5+}\r\ncaf\u{e9}\r\n",
         "a FETCH 1 FLAGS\r\n",
         "a FETCH 1:* (FLAGS)\r\n",
         "a UID FETCH 1:* (FLAGS)\r\n",
