@@ -167,6 +167,7 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
     let id = |m: &str| EmailId::of_message(m.as_bytes()).to_string();
     let (root_id, reply_id, reply2_id, other_id) = (id(ROOT), id(REPLY), id(REPLY2), id(OTHER));
     let q = server.call("Email/query", json!({}));
+    let q0 = q["queryState"].clone();
     assert_eq!(
         sorted(strings(&q["ids"])),
         sorted(vec![
@@ -331,6 +332,18 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
         .as_str()
         .is_some_and(|p| p.contains("<mark>noon</mark>")));
     assert_eq!(sn["notFound"], json!(["Mnope"]));
+
+    // More changes since the first query than maxChanges allows: RFC 8620 5.6's error.
+    let qc = server.call("Email/queryChanges", json!({"sinceQueryState": q0.clone()}));
+    let changed = qc["removed"].as_array().map_or(0, Vec::len);
+    assert!(changed >= 2, "{qc}");
+    assert_eq!(
+        server.error(
+            "Email/queryChanges",
+            json!({"accountId": "joe", "sinceQueryState": q0, "maxChanges": 1})
+        ),
+        "tooManyChanges"
+    );
 
     // A mailbox that never held a message comes and goes: Email/changes still answers.
     let s4 = server.call("Email/get", json!({"ids": []}))["state"].clone();

@@ -1467,7 +1467,7 @@ pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -
     let c = email_changes(req, &since, None).await?;
     if let Some(max) = arg_uint(&args, "maxChanges")? {
         if c.created.len() + c.updated.len() + c.destroyed.len() > max as usize {
-            return Err(MethodError::InvalidArguments("tooManyChanges".into()));
+            return Err(MethodError::TooManyChanges);
         }
     }
     let items = run_query(req, &args).await?;
