@@ -340,6 +340,16 @@ impl Store {
             }
         };
         let part_path = self.partition_path(&partition)?;
+        let files = FolderFiles::new(layout::folder_dir(&part_path, name));
+        std::fs::create_dir_all(&files.dir).ctx(|| format!("creating {}", files.dir.display()))?;
+        // Two sessions can create the same folder at once (a client's first login opens
+        // several connections, each provisioning INBOX and the special-use folders): the
+        // folder's lock makes one of them create it and the other find it made.
+        let _creating = crate::fsutil::FileLock::exclusive(&files.path(crate::folder::LCK))
+            .ctx(|| format!("locking {}", files.dir.display()))?;
+        if self.db.get(name.as_str())?.is_some() {
+            return Err(StoreError::MailboxExists(name.to_string()));
+        }
         let entry = MailboxEntry {
             name: name.to_string(),
             owner: name.user().to_owned(),
@@ -350,12 +360,7 @@ impl Store {
             quota_root: format!("user/{}", name.user()),
             created: now_secs(),
         };
-        let dir = layout::folder_dir(&part_path, name);
-        Folder::create_files(
-            &FolderFiles::new(dir),
-            entry.uidvalidity,
-            &Self::meta_text(&entry),
-        )?;
+        Folder::create_files(&files, entry.uidvalidity, &Self::meta_text(&entry))?;
         if !self.db.insert(&entry)? {
             return Err(StoreError::MailboxExists(name.to_string()));
         }

@@ -424,6 +424,28 @@ fn provisioning_creates_inbox_and_special_use_folders() {
     assert_eq!(e.special_use.as_deref(), Some("\\Sent"));
 }
 
+/// A client's first login opens several connections at once, each provisioning the user:
+/// every one succeeds, each folder is made once, and its files agree with its entry.
+#[test]
+fn concurrent_first_provisioning_makes_each_folder_once() {
+    for round in 0..5 {
+        let (_d, s) = store();
+        let user = UserName::new(&format!("u{round}")).unwrap();
+        let made: Vec<usize> = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| sc.spawn(|| s.provision_user(&user).expect("provision").len()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().sum::<usize>(), 6, "{made:?}");
+        for folder in ["INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"] {
+            let n = name(&format!("user/{user}/{folder}"));
+            let entry = s.entry(&n).unwrap();
+            assert_eq!(s.status(&n).unwrap().uidvalidity, entry.uidvalidity, "{n}");
+        }
+    }
+}
+
 #[test]
 fn bad_names_are_refused_and_nothing_escapes_the_data_dir() {
     for bad in [
