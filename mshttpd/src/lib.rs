@@ -26,6 +26,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use store_client::StoreClient;
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 use tracing::{debug, info};
 
 pub use auth::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE};
@@ -176,11 +177,15 @@ pub async fn serve_connection<S>(
         capture: capture::ConnCapture::default(),
     };
     let conn_capture = info.capture.clone();
+    // hyper times out only the headers: a body that stops arriving fails its request after
+    // the same idle time, which frees the connection and the account's request or upload slot.
+    let body_idle = ctx.settings.idle_timeout;
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(info.clone());
             let app = app.clone();
-            async move { app.oneshot(req.map(axum::body::Body::new)).await }
+            let req = req.map(|b| axum::body::Body::new(TimeoutBody::new(body_idle, b)));
+            async move { app.oneshot(req).await }
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

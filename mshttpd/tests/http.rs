@@ -794,6 +794,42 @@ fn session_limits_are_enforced(server: &Server, root: &Path, core: &Value) {
     assert_eq!(r.status, 201, "upload slots came back");
 }
 
+/// A request body that stops arriving fails its request after the idle timeout: the client
+/// gets an answer, the partial upload file goes and the account's slots come back, all
+/// while the client keeps its connection open and silent.
+#[test]
+fn stalled_bodies_time_out() {
+    let dir = instance(&["joe"], "");
+    let server = Server::start(
+        dir.path(),
+        &["--idle-timeout", "2", "--max-concurrent-upload", "1"],
+    );
+    let uploads = dir.path().join("data/http/uploads/joe");
+    let joe = "am9lOnB3"; // joe:pw
+    let mut upload = hold_request(server.addr, "/jmap/upload/joe/", joe);
+    let mut api = hold_request(server.addr, "/jmap/api", joe);
+    let started = Instant::now();
+    for s in [&mut upload, &mut api] {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).expect("an answer, not a hang");
+        let status = String::from_utf8_lossy(&answer[9..12]).into_owned();
+        assert!(
+            status.starts_with('4'),
+            "{}\n{}",
+            String::from_utf8_lossy(&answer),
+            std::fs::read_to_string(dir.path().join("data/log/http")).unwrap_or_default()
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    eventually("the partial upload to be removed", &mut || {
+        !files_in(&uploads).iter().any(|n| n.ends_with(".part"))
+    });
+    let r = server.curl(&["-u", "joe:pw", "--data-binary", "x"], "/jmap/upload/joe/");
+    assert_eq!(r.status, 201, "the upload slot came back");
+}
+
 /// The login form's cookies (HttpOnly session, readable CSRF token, SameSite=Strict), the
 /// CSRF check on cookie-authenticated writes, Bearer with the session token, logout, the
 /// per-address limit on failed logins, and the telemetry capture without credentials.
