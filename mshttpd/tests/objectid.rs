@@ -207,6 +207,15 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
     let collapsed = server.call("Email/query", json!({"collapseThreads": true}));
     assert_eq!(strings(&collapsed["ids"]).len(), 2, "{collapsed}");
 
+    let blob_of = |id: &str| {
+        server.call("Email/get", json!({"ids": [id], "properties": ["blobId"]}))["list"][0]
+            ["blobId"]
+            .as_str()
+            .expect("blobId")
+            .to_owned()
+    };
+    let root_blob = blob_of(&root_id);
+
     // Moved by Email/set: the same id, now in Archive; /changes says updated.
     let s0 = server.call("Email/get", json!({"ids": []}))["state"].clone();
     let set = server.call(
@@ -233,6 +242,17 @@ fn email_and_thread_ids_are_content_and_conversation_ids() {
     assert_eq!(mailbox_ids(&server.get(&root_id)), vec![trash.clone()]);
     let ch = server.call("Email/changes", json!({"sinceState": s1}));
     assert_eq!(strings(&ch["updated"]), vec![root_id.clone()], "{ch}");
+    // The blobId is immutable too (RFC 8621 4.1.1), and still downloads the message.
+    assert_eq!(blob_of(&root_id), root_blob);
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30", "-u", "joe:pw"])
+        .arg(format!(
+            "http://{}/jmap/download/joe/{root_blob}/m.eml",
+            server.addr
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), ROOT);
     let tc = server.call("Thread/changes", json!({"sinceState": s1}));
     assert_eq!(strings(&tc["updated"]), vec![chain.clone()], "{tc}");
 

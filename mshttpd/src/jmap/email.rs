@@ -578,11 +578,11 @@ async fn email_json(
     cached: Option<MessageStructure>,
 ) -> MResult {
     let mut o = Map::new();
-    let (uv, uid) = (loc.folder.uidvalidity, loc.msg.uid);
+    let uid = loc.msg.uid;
     for prop in props {
         let v = match prop.as_str() {
             "id" => json!(loc.id()),
-            "blobId" => json!(ids::message_blob_id(uv, uid)),
+            "blobId" => json!(ids::email_blob_id(&loc.email)),
             "mailboxIds" => loc.mailbox_ids(),
             "keywords" => keywords_json(&loc.flags()),
             "size" => json!(loc.msg.size),
@@ -623,7 +623,8 @@ async fn email_json(
         let msg = MessageParser::default()
             .parse(&raw)
             .ok_or_else(|| MethodError::ServerFail("message cannot be parsed".into()))?;
-        let blob = move |part: u32| ids::part_blob_id(uv, uid, part);
+        let email = loc.email;
+        let blob = move |part: u32| ids::email_part_blob_id(&email, part);
         parsed_props(&mut o, &msg, props, opts, &blob)?;
     }
     Ok(Value::Object(o))
@@ -1800,6 +1801,24 @@ fn builder_addresses(
 pub(crate) async fn blob_bytes(req: &mut Req<'_>, blob_id: &str) -> MResult<Option<Vec<u8>>> {
     match ids::parse_blob_id(blob_id) {
         Some(BlobRef::Upload(tok)) => Ok(req.ctx.blobs.get(&req.user, &tok)),
+        Some(BlobRef::Email { email, part }) => {
+            let Some(loc) = locate(req, &email.to_string()).await? else {
+                return Ok(None);
+            };
+            let raw = match req
+                .session
+                .message_bytes(&loc.folder.name, loc.msg.uid)
+                .await
+            {
+                Ok(b) => b,
+                Err(store_client::ClientError::NoSuchMessage(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(match part {
+                None => Some(raw),
+                Some(p) => part_bytes(&raw, p),
+            })
+        }
         Some(BlobRef::Message { uidvalidity, uid }) => {
             let Some(f) = req.folder_by_uv(uidvalidity).await? else {
                 return Ok(None);
@@ -2121,7 +2140,7 @@ async fn append(
     }
     Ok(json!({
         "id": email.to_string(),
-        "blobId": ids::message_blob_id(r.uidvalidity, r.uid),
+        "blobId": ids::email_blob_id(&email),
         "threadId": thread.to_string(),
         "size": size,
     }))

@@ -35,12 +35,30 @@ pub(crate) enum BlobRef {
     },
     /// An upload.
     Upload(String),
+    /// The content of an Email, wherever a copy of it is (the whole message, or one MIME part
+    /// by mail-parser's index): the same id while copies move, as RFC 8621 wants an Email's
+    /// blobId immutable.
+    Email { email: EmailId, part: Option<u32> },
 }
 
+/// Blob id of an Email's raw message: `G` and the hex digits of its Email id.
+pub(crate) fn email_blob_id(email: &EmailId) -> String {
+    let id = email.to_string();
+    format!("G{}", id.strip_prefix('M').unwrap_or(&id))
+}
+
+/// Blob id of one MIME part of an Email.
+pub(crate) fn email_part_blob_id(email: &EmailId, part: u32) -> String {
+    format!("{}_{part:x}", email_blob_id(email))
+}
+
+/// The older `B` forms, written now only by tests of their parsing.
+#[cfg(test)]
 pub(crate) fn message_blob_id(uidvalidity: u32, uid: u32) -> String {
     format!("B{uidvalidity:x}_{uid:x}")
 }
 
+#[cfg(test)]
 pub(crate) fn part_blob_id(uidvalidity: u32, uid: u32, part: u32) -> String {
     format!("B{uidvalidity:x}_{uid:x}_{part:x}")
 }
@@ -54,6 +72,16 @@ pub(crate) fn parse_blob_id(id: &str) -> Option<BlobRef> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         return ok.then(|| BlobRef::Upload(rest.to_owned()));
     }
+    if let Some(rest) = id.strip_prefix('G') {
+        let (digits, part) = match rest.split_once('_') {
+            Some((d, p)) => (d, Some(u32::from_str_radix(p, 16).ok()?)),
+            None => (rest, None),
+        };
+        let email = EmailId::parse(&format!("M{digits}"))?;
+        return Some(BlobRef::Email { email, part });
+    }
+    // `B<uidvalidity>_<uid>[_<part>]`: the form before Email ids were content ids, still
+    // read for clients that kept one.
     let mut it = id.strip_prefix('B')?.split('_');
     let uidvalidity = u32::from_str_radix(it.next()?, 16).ok()?;
     let uid = u32::from_str_radix(it.next()?, 16).ok()?;
@@ -270,7 +298,31 @@ mod tests {
                 part: 3
             })
         );
+        assert_eq!(
+            parse_blob_id(&message_blob_id(7, 42)),
+            Some(BlobRef::Message {
+                uidvalidity: 7,
+                uid: 42
+            })
+        );
         assert_eq!(parse_blob_id("B1_2_3_4"), None);
+        assert_eq!(
+            parse_blob_id(&email_blob_id(&e)),
+            Some(BlobRef::Email {
+                email: e,
+                part: None
+            })
+        );
+        assert_eq!(
+            parse_blob_id(&email_part_blob_id(&e, 0x1f)),
+            Some(BlobRef::Email {
+                email: e,
+                part: Some(0x1f)
+            })
+        );
+        assert_eq!(parse_blob_id("Gzz"), None);
+        assert_eq!(parse_blob_id("G_1"), None);
+        assert_eq!(parse_blob_id(&format!("{}_x", email_blob_id(&e))), None);
         assert_eq!(parse_email_id("Ezz_1"), None);
         assert_eq!(parse_email_id("E1_2"), None);
         assert_eq!(parse_mailbox_id("../etc"), None);
