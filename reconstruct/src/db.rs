@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use msgstore::folder::{peek_header, FolderFiles, IDX, META};
+use msgstore::index::Header;
 use msgstore::layout;
 use msgstore::mboxdb::MailboxDb;
 use msgstore::{MailboxEntry, MailboxName, UserName};
@@ -100,6 +101,17 @@ fn meta_of(dir: &Path) -> BTreeMap<String, String> {
 pub fn entry_from_dir(name: &MailboxName, partition: &str, dir: &Path) -> MailboxEntry {
     let meta = meta_of(dir);
     let header = peek_header(&FolderFiles::new(dir.to_path_buf()), name.as_str()).ok();
+    entry_from_meta(name, partition, &meta, header.as_ref())
+}
+
+/// The database entry for a folder whose store.meta (`key=value` pairs) and index header
+/// were already read: store.meta first, the header where it lacks a value, defaults last.
+pub fn entry_from_meta(
+    name: &MailboxName,
+    partition: &str,
+    meta: &BTreeMap<String, String>,
+    header: Option<&Header>,
+) -> MailboxEntry {
     let get = |k: &str| {
         meta.get(k)
             .map(|v| v.trim().to_owned())

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use msgstore::folder::{IDX, META};
 use msgstore::index::{Header, HEADER_SIZE};
 use msgstore::layout;
-use msgstore::{MailboxEntry, MailboxName};
+use msgstore::MailboxEntry;
 
 /// Threads reading folders: enough to overlap the latency of many small reads on a 2-core
 /// machine without crowding it.
@@ -142,53 +142,6 @@ fn parse_meta(b: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The entry a folder stands for, from its store.meta and index header: what
-/// `reconstruct::db::entry_from_dir` computes, from files already read (a test keeps the two
-/// in agreement).
-fn entry_from(
-    name: &MailboxName,
-    partition: &str,
-    meta: &BTreeMap<String, String>,
-    header: Option<&Header>,
-) -> MailboxEntry {
-    let uidvalidity = meta
-        .get("uidvalidity")
-        .and_then(|v| v.parse().ok())
-        .or(header.map(|h| h.uidvalidity))
-        .unwrap_or(1);
-    let created = meta
-        .get("created")
-        .and_then(|v| v.parse().ok())
-        .or(header.map(|h| h.created))
-        .unwrap_or(0);
-    let owner = meta
-        .get("owner")
-        .cloned()
-        .unwrap_or_else(|| name.user().to_owned());
-    let acl = match meta.get("acl") {
-        Some(a) => a
-            .split(';')
-            .filter_map(|p| p.split_once(' '))
-            .map(|(i, r)| format!("{i}\t{r}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        None => format!("{owner}\t{}", msgstore::Rights::ALL),
-    };
-    MailboxEntry {
-        name: name.to_string(),
-        owner,
-        partition: partition.to_owned(),
-        uidvalidity,
-        special_use: meta.get("specialuse").cloned(),
-        acl,
-        quota_root: meta
-            .get("quotaroot")
-            .cloned()
-            .unwrap_or_else(|| format!("user/{}", name.user())),
-        created,
-    }
-}
-
 /// The 256-byte index header, read with one open and one read.
 pub(crate) fn read_header(path: &Path, name: &str) -> Option<Header> {
     let f = std::fs::File::open(path).ok()?;
@@ -233,7 +186,7 @@ fn read_folder(pname: &str, ppath: &Path, d: &FolderDir) -> Result<Found, String
         (None, false) => Some((0, 0)),
         (None, true) => None,
     };
-    let entry = entry_from(&name, pname, &meta, header.as_ref());
+    let entry = reconstruct::db::entry_from_meta(&name, pname, &meta, header.as_ref());
     Ok(Found { entry, usage })
 }
 
@@ -436,6 +389,7 @@ pub fn restore_quota_limits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use msgstore::MailboxName;
 
     /// The entry read here is the one `reconstruct -m` would enter, for folders with and
     /// without store.meta fields, ACLs and special use.
