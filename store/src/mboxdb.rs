@@ -84,7 +84,9 @@ pub struct MailboxDb {
     conn: Mutex<Connection>,
 }
 
-fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {
+/// A `mailbox` row selected as [`ENTRY_COLS`], for code that reads the table on a
+/// connection of its own (stored's resync inside its transactions).
+pub fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {
     Ok(MailboxEntry {
         name: r.get(0)?,
         owner: r.get(1)?,
@@ -97,7 +99,9 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {
     })
 }
 
-const ENTRY_COLS: &str = "name, owner, partition, uidvalidity, specialuse, acl, quotaroot, created";
+/// The `mailbox` columns [`row_to_entry`] reads, in its order.
+pub const ENTRY_COLS: &str =
+    "name, owner, partition, uidvalidity, specialuse, acl, quotaroot, created";
 
 impl MailboxDb {
     /// Open (creating if needed) the database in `dir`.

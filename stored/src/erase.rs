@@ -22,25 +22,27 @@ pub struct EraseOutcome {
     pub pending: usize,
 }
 
+/// The subdirectories of `d` (none when `d` does not exist).
+pub(crate) fn subdirs(d: &Path) -> io::Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            v.push(e.path());
+        }
+    }
+    Ok(v)
+}
+
 /// Every folder directory under a partition (`<h1>/<h2>/=<user>/=<folder>...`), calling `f`.
 pub fn each_folder(partition: &Path, f: &mut dyn FnMut(&Path)) -> io::Result<()> {
-    fn dirs(d: &Path) -> io::Result<Vec<PathBuf>> {
-        let rd = match std::fs::read_dir(d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut v = Vec::new();
-        for e in rd {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                v.push(e.path());
-            }
-        }
-        Ok(v)
-    }
     fn walk(d: &Path, f: &mut dyn FnMut(&Path)) -> io::Result<()> {
-        for sub in dirs(d)? {
+        for sub in subdirs(d)? {
             if sub
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('='))
@@ -51,9 +53,9 @@ pub fn each_folder(partition: &Path, f: &mut dyn FnMut(&Path)) -> io::Result<()>
         }
         Ok(())
     }
-    for h1 in dirs(partition)? {
-        for h2 in dirs(&h1)? {
-            for user in dirs(&h2)? {
+    for h1 in subdirs(partition)? {
+        for h2 in subdirs(&h1)? {
+            for user in subdirs(&h2)? {
                 walk(&user, f)?;
             }
         }

@@ -18,6 +18,8 @@ use msgstore::index::{Header, HEADER_SIZE};
 use msgstore::layout;
 use msgstore::MailboxEntry;
 
+use crate::erase::subdirs;
+
 /// Threads reading folders: enough to overlap the latency of many small reads on a 2-core
 /// machine without crowding it.
 const SCAN_THREADS: usize = 4;
@@ -43,22 +45,6 @@ pub struct Rebuilt {
     pub folders: usize,
     pub quota_roots: usize,
     pub problems: Vec<String>,
-}
-
-fn subdirs(d: &Path) -> io::Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(d) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut v = Vec::new();
-    for e in rd {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            v.push(e.path());
-        }
-    }
-    Ok(v)
 }
 
 /// The user directories of a partition (`<h1>/<h2>/=<user>`).

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use msgstore::folder::{IDX, LCK, META};
 use msgstore::fsutil::FileLock;
 use msgstore::layout;
+use msgstore::mboxdb;
 use msgstore::{MailboxEntry, MailboxName};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -48,20 +49,9 @@ fn same_fields(a: &MailboxEntry, b: &MailboxEntry) -> bool {
 
 fn read_entry(c: &Connection, name: &str) -> rusqlite::Result<Option<MailboxEntry>> {
     c.query_row(
-        "SELECT name, owner, partition, uidvalidity, specialuse, acl, quotaroot, created FROM mailbox WHERE name = ?1",
+        &format!("SELECT {} FROM mailbox WHERE name = ?1", mboxdb::ENTRY_COLS),
         [name],
-        |r| {
-            Ok(MailboxEntry {
-                name: r.get(0)?,
-                owner: r.get(1)?,
-                partition: r.get(2)?,
-                uidvalidity: r.get::<_, i64>(3)? as u32,
-                special_use: r.get(4)?,
-                acl: r.get(5)?,
-                quota_root: r.get(6)?,
-                created: r.get(7)?,
-            })
-        },
+        mboxdb::row_to_entry,
     )
     .optional()
 }
