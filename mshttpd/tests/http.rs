@@ -777,11 +777,15 @@ fn session_limits_are_enforced(server: &Server, root: &Path, core: &Value) {
     eventually("maxConcurrentUpload to refuse", &mut || {
         let r = server.curl(&["-u", "joe:pw", "--data-binary", "x"], "/jmap/upload/joe/");
         let hit = r.status == 429;
+        if !hit {
+            // Seen once under parallel tests: the held uploads never took their slots.
+            eprintln!("upload probe answered {r:?}");
+        }
         refused = Some(r);
         hit
     });
     let r = refused.expect("response");
-    assert_eq!(r.json()["limit"], "maxConcurrentUpload");
+    assert_eq!(r.json()["limit"], "maxConcurrentUpload", "{r:?}");
     let partial = |name: &String| name.ends_with(".part");
     eventually("partial upload files", &mut || {
         files_in(&uploads).iter().filter(|n| partial(n)).count() == max_uploads
