@@ -10,6 +10,7 @@
 //! JMAP and other generated responses on the fly; both honour `Accept-Encoding` and send
 //! `Vary: Accept-Encoding`, a distinct ETag for the gzip variant and the right Content-Length.
 
+mod accounts;
 mod assets;
 mod auth;
 mod capture;
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 use tracing::{debug, info};
 
+pub use accounts::{reap_deleted_users, remove_user_files, watch_deleted_users};
 pub use auth::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE};
 
 /// What the server is told by msg.conf and its command line.

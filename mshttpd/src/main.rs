@@ -74,6 +74,10 @@ struct Args {
     /// Seconds to wait for connections to finish on shutdown.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+    /// Seconds between looks at config/passwd: when it has changed, the uploads and
+    /// submission journals of accounts no longer in it are removed.
+    #[arg(long, default_value_t = 60)]
+    account_check_secs: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -163,6 +167,11 @@ async fn run(
             .await
             .with_context(|| format!("instance {}", root.display()))?,
     );
+    // Detached: it only removes files, and ends with the runtime.
+    tokio::spawn(mshttpd::watch_deleted_users(
+        root.clone(),
+        Duration::from_secs(args.account_check_secs.max(1)),
+    ));
     let app = router(ctx.clone());
     let limiter = service.limiter().clone();
     announce(&format!("listening on {local}"));

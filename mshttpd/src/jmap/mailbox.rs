@@ -385,9 +385,23 @@ pub(crate) async fn query_changes(req: &mut Req<'_>, args: Map<String, Value>) -
         .filter(|uv| changed.contains(uv) || !now.contains_key(uv))
         .map(|uv| ids::mailbox_id(*uv))
         .collect();
+    // upToId (RFC 8620 5.6 with erratum 6603): the client caches the results only as far
+    // as that id, so what was added after it is left out. Safe here although every Mailbox
+    // sort and filter is on mutable properties: a folder not reported keeps its order
+    // relative to the others, so the client's list up to upToId comes out exact. Removals
+    // stay whole (their old indexes are not known), as the erratum asks then.
+    let up_to = match args.get("upToId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            let id = req.resolve_id(id);
+            matched.iter().position(|f| f.id() == id)
+        }
+        Some(_) => return Err(MethodError::InvalidArguments("upToId must be an id".into())),
+    };
     let added: Vec<Value> = matched
         .iter()
         .enumerate()
+        .take(up_to.map_or(usize::MAX, |k| k + 1))
         .filter(|(_, f)| changed.contains(&f.uidvalidity))
         .map(|(i, f)| json!({"id": f.id(), "index": i}))
         .collect();

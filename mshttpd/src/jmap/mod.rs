@@ -739,6 +739,37 @@ async fn run_api(ctx: &HttpContext, authed: &Authed, body: &[u8]) -> Response {
     json_response(StatusCode::OK, &out)
 }
 
+/// The methods of `urn:ietf:params:jmap:mail`, as [`dispatch`] serves them.
+const MAIL_METHODS: &[&str] = &[
+    "Mailbox/get",
+    "Mailbox/changes",
+    "Mailbox/query",
+    "Mailbox/queryChanges",
+    "Mailbox/set",
+    "Thread/get",
+    "Thread/changes",
+    "Email/get",
+    "Email/changes",
+    "Email/query",
+    "Email/queryChanges",
+    "Email/set",
+    "Email/copy",
+    "Email/import",
+    "Email/parse",
+    "SearchSnippet/get",
+];
+
+/// The methods of `urn:ietf:params:jmap:submission`, as [`dispatch`] serves them.
+const SUBMISSION_METHODS: &[&str] = &[
+    "Identity/get",
+    "Identity/changes",
+    "EmailSubmission/set",
+    "EmailSubmission/get",
+    "EmailSubmission/changes",
+    "EmailSubmission/query",
+    "EmailSubmission/queryChanges",
+];
+
 async fn dispatch(
     req: &mut Req<'_>,
     using: &[&str],
@@ -748,6 +779,17 @@ async fn dispatch(
 ) -> MResult {
     let mail = using.contains(&MAIL);
     let submission = using.contains(&SUBMISSION);
+    // A method the server does not know (or whose capability is not in `using`) is
+    // unknownMethod whatever its arguments: its limits are not known either.
+    let known = match name {
+        "Core/echo" => true,
+        _ if MAIL_METHODS.contains(&name) => mail,
+        _ if SUBMISSION_METHODS.contains(&name) => submission,
+        _ => false,
+    };
+    if !known {
+        return Err(MethodError::UnknownMethod(name.to_owned()));
+    }
     check_object_limits(name, &args)?;
     match name {
         "Core/echo" => Ok(Value::Object(args)),
