@@ -15,6 +15,7 @@ pub mod ext;
 pub mod order;
 pub mod parse;
 pub mod qresync;
+pub mod respond;
 mod session;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub const MAX_COMMAND: usize = 1024 * 1024;
 pub struct ImapSettings {
     /// `service.allowplaintextauth`: accept passwords without TLS from non-loopback peers.
     pub allow_plaintext_auth: bool,
+    /// `local.service.imap.loopbackplaintext`: loopback peers count as secure for passwords.
+    pub loopback_plaintext: bool,
     /// Time allowed before login.
     pub login_timeout: Duration,
     /// Idle time allowed after login (RFC 9051 5.4: at least 30 minutes).
@@ -59,6 +62,7 @@ impl Default for ImapSettings {
     fn default() -> Self {
         ImapSettings {
             allow_plaintext_auth: false,
+            loopback_plaintext: true,
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30 * 60),
             auth_fail_delay: Duration::from_secs(1),

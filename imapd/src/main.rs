@@ -91,6 +91,7 @@ async fn run(
     let banner = config.get_str("service.imap.banner");
     let mut settings = ImapSettings {
         allow_plaintext_auth: config.get_bool("service.allowplaintextauth"),
+        loopback_plaintext: config.get_bool("local.service.imap.loopbackplaintext"),
         login_timeout: Duration::from_secs(args.login_timeout.max(1)),
         idle_timeout: Duration::from_secs(idle_timeout.max(1)),
         auth_fail_delay: Duration::from_millis(args.auth_fail_delay_ms),

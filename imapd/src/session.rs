@@ -24,6 +24,7 @@ use crate::ext::utf7;
 use crate::parse::{
     self, BodyKind, Command, FetchAtt, Search, SectionText, SeqSet, StatusItem, StoreOp,
 };
+use crate::respond::{self, Kind, Reply, StatusValue};
 use crate::{ImapContext, Peer, MAX_COMMAND, MAX_LINE, MAX_SMALL_LITERAL};
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -64,8 +65,8 @@ type Step<T = ()> = Result<T, Gone>;
 
 enum Incoming {
     Command(Vec<u8>),
-    /// Refused before it was read: (tag, response text).
-    Refused(Option<String>, String),
+    /// Refused before it was read: (tag, response).
+    Refused(Option<String>, Reply<'static>),
     Timeout,
 }
 
@@ -137,26 +138,35 @@ where
     }
 }
 
-/// The protocol answer to a store error: (status, response code and text).
-fn store_error(e: &ClientError) -> String {
+/// The protocol answer to a store error: status, response code and text.
+fn store_error(e: &ClientError) -> Reply<'static> {
     match e {
         ClientError::AuthenticationFailed => {
-            "NO [AUTHENTICATIONFAILED] authentication failed".into()
+            Reply::no("authentication failed").code("AUTHENTICATIONFAILED")
         }
-        ClientError::NoSuchMailbox(m) => format!("NO [NONEXISTENT] no such mailbox: {m}"),
-        ClientError::MailboxExists(m) => format!("NO [ALREADYEXISTS] mailbox already exists: {m}"),
-        ClientError::HasChildren(m) => format!("NO [INUSE] mailbox has children: {m}"),
-        ClientError::NoSuchMessage(u) => format!("NO [EXPUNGEISSUED] message {u} no longer exists"),
-        ClientError::OverQuota(m) => format!("NO [OVERQUOTA] over quota: {m}"),
-        ClientError::TooLarge { size, limit } => {
-            format!("NO [TOOBIG] message of {size} bytes is over the limit of {limit}")
+        ClientError::NoSuchMailbox(m) => {
+            Reply::no(format!("no such mailbox: {m}")).code("NONEXISTENT")
         }
-        ClientError::MailboxFull(m) => format!("NO [LIMIT] {m}"),
-        ClientError::PermissionDenied(m) => format!("NO [NOPERM] {m}"),
-        ClientError::InvalidArgument(m) => format!("NO [CANNOT] {m}"),
-        ClientError::DiskFull => "NO [OVERQUOTA] the server is out of disk space".into(),
-        ClientError::Corrupt(m) => format!("NO [CORRUPTION] {m}"),
-        ClientError::Internal(m) => format!("NO [SERVERBUG] {m}"),
+        ClientError::MailboxExists(m) => {
+            Reply::no(format!("mailbox already exists: {m}")).code("ALREADYEXISTS")
+        }
+        ClientError::HasChildren(m) => {
+            Reply::no(format!("mailbox has children: {m}")).code("INUSE")
+        }
+        ClientError::NoSuchMessage(u) => {
+            Reply::no(format!("message {u} no longer exists")).code("EXPUNGEISSUED")
+        }
+        ClientError::OverQuota(m) => Reply::no(format!("over quota: {m}")).code("OVERQUOTA"),
+        ClientError::TooLarge { size, limit } => Reply::no(format!(
+            "message of {size} bytes is over the limit of {limit}"
+        ))
+        .code("TOOBIG"),
+        ClientError::MailboxFull(m) => Reply::no(m.clone()).code("LIMIT"),
+        ClientError::PermissionDenied(m) => Reply::no(m.clone()).code("NOPERM"),
+        ClientError::InvalidArgument(m) => Reply::no(m.clone()).code("CANNOT"),
+        ClientError::DiskFull => Reply::no("the server is out of disk space").code("OVERQUOTA"),
+        ClientError::Corrupt(m) => Reply::no(m.clone()).code("CORRUPTION"),
+        ClientError::Internal(m) => Reply::no(m.clone()).code("SERVERBUG"),
     }
 }
 
@@ -168,9 +178,12 @@ impl Conn {
         self.out.extend_from_slice(b"\r\n");
     }
 
-    fn tagged(&mut self, tag: &str, status: &str) {
-        let s = format!("{tag} {status}");
-        self.line(&s);
+    fn tagged(&mut self, tag: &str, r: Reply<'_>) {
+        respond::status(&mut self.out, Some(tag), &r);
+    }
+
+    fn untagged(&mut self, r: Reply<'_>) {
+        respond::untagged(&mut self.out, &r);
     }
 
     fn capture_chunk(&mut self, dir: telemetry::Direction, data: &[u8]) {
@@ -352,7 +365,7 @@ impl Conn {
         let mut tag = None;
         let mut literal_limit = MAX_SMALL_LITERAL;
         let mut total_limit = MAX_COMMAND as u64;
-        let mut refused: Option<String> = None;
+        let mut refused: Option<Reply<'static>> = None;
         let mut first = true;
         loop {
             let line = match self.read_line(timeout).await? {
@@ -361,7 +374,8 @@ impl Conn {
                     let t = tag.clone().or_else(|| parse::tag_of(&head));
                     return Ok(Incoming::Refused(
                         t,
-                        format!("BAD [TOOBIG] command line longer than {MAX_LINE} octets"),
+                        Reply::bad(format!("command line longer than {MAX_LINE} octets"))
+                            .code("TOOBIG"),
                     ));
                 }
                 Line::Timeout => return Ok(Incoming::Timeout),
@@ -388,32 +402,41 @@ impl Conn {
             };
             if refused.is_none() {
                 if n > literal_limit {
-                    refused = Some(if literal_limit > MAX_SMALL_LITERAL {
-                        format!("NO [TOOBIG] literal of {n} octets is over the limit of {literal_limit}")
+                    let kind = if literal_limit > MAX_SMALL_LITERAL {
+                        Kind::No
                     } else {
-                        format!("BAD [TOOBIG] literal of {n} octets is over the limit of {literal_limit}")
-                    });
+                        Kind::Bad
+                    };
+                    refused = Some(
+                        Reply::new(
+                            kind,
+                            format!("literal of {n} octets is over the limit of {literal_limit}"),
+                        )
+                        .code("TOOBIG"),
+                    );
                 } else if cmd.len() as u64 + n > total_limit {
-                    refused = Some("BAD [TOOBIG] command too long".into());
+                    refused = Some(Reply::bad("command too long").code("TOOBIG"));
                 }
                 // LITERAL- (RFC 7888 section 5) before login: a non-synchronising literal
                 // over 4096 octets is refused; its bytes are read and thrown away.
                 if refused.is_none() && !sync && self.session.is_none() && n > LITERAL_MINUS_MAX {
-                    refused = Some(format!(
-                        "BAD [TOOBIG] non-synchronizing literal of {n} octets is over LITERAL-'s limit of {LITERAL_MINUS_MAX}: send it as a synchronizing literal"
-                    ));
+                    refused = Some(Reply::bad(format!(
+                        "non-synchronizing literal of {n} octets is over LITERAL-'s limit of {LITERAL_MINUS_MAX}: send it as a synchronizing literal"
+                    )).code("TOOBIG"));
                 }
                 if refused.is_some() {
                     cmd = Vec::new();
                     if sync {
                         // Not invited: the client sends nothing more of this command.
-                        let r = refused.take().unwrap_or_default();
+                        let r = refused
+                            .take()
+                            .unwrap_or_else(|| Reply::bad("refused").code("TOOBIG"));
                         return Ok(Incoming::Refused(tag, r));
                     }
                 }
             }
             if sync {
-                self.line("+ Ready for literal data");
+                respond::continuation(&mut self.out, "Ready for literal data");
             }
             let discard = refused.is_some();
             if !self.read_exact_into(n, &mut cmd, discard).await? {
@@ -423,10 +446,12 @@ impl Conn {
     }
 
     fn plaintext_allowed(&self) -> bool {
+        let s = &self.ctx.settings;
         plaintext_allowed(
             self.tls_active,
             self.peer.addr.ip(),
-            self.ctx.settings.allow_plaintext_auth,
+            s.loopback_plaintext,
+            s.allow_plaintext_auth,
         )
     }
 
@@ -506,12 +531,8 @@ impl Conn {
     // ------------------------------------------------------------- main loop
 
     async fn run(&mut self) -> Step {
-        let greeting = format!(
-            "* OK [CAPABILITY {}] {}",
-            self.capabilities(),
-            self.ctx.settings.greeting
-        );
-        self.line(&greeting);
+        let caps = self.capabilities();
+        respond::greeting(&mut self.out, &caps, &self.ctx.settings.greeting);
         loop {
             let incoming = self.read_command().await?;
             let buf = match incoming {
@@ -519,13 +540,13 @@ impl Conn {
                 Incoming::Refused(tag, text) => {
                     self.capture_chunk(telemetry::Direction::Client, b"[refused command]\r\n");
                     match tag {
-                        Some(t) => self.tagged(&t, &text),
-                        None => self.line(&format!("* {text}")),
+                        Some(t) => self.tagged(&t, text),
+                        None => self.untagged(text),
                     }
                     continue;
                 }
                 Incoming::Timeout => {
-                    self.line("* BYE autologout: idle for too long");
+                    respond::bye(&mut self.out, None, "autologout: idle for too long");
                     let _ = self.flush_out().await;
                     return Err(Gone);
                 }
@@ -544,14 +565,15 @@ impl Conn {
                 Ok(x) => x,
                 Err(e) => {
                     // An unsupported charset is NO [BADCHARSET] (RFC 9051 6.4.4), the rest BAD.
-                    let status = if e.0.starts_with("[BADCHARSET") {
-                        "NO"
+                    let kind = if e.0.starts_with("[BADCHARSET") {
+                        Kind::No
                     } else {
-                        "BAD"
+                        Kind::Bad
                     };
+                    let text = e.to_string();
                     match parse::tag_of(&buf) {
-                        Some(t) => self.tagged(&t, &format!("{status} {e}")),
-                        None => self.line(&format!("* BAD {e}")),
+                        Some(t) => self.tagged(&t, Reply::from_text(kind, &text)),
+                        None => self.untagged(Reply::from_text(Kind::Bad, &text)),
                     }
                     continue;
                 }
@@ -575,33 +597,38 @@ impl Conn {
     async fn dispatch(&mut self, tag: &str, cmd: Command) -> Step<bool> {
         match cmd {
             Command::Capability => {
-                let c = format!("* CAPABILITY {}", self.capabilities());
-                self.line(&c);
-                self.tagged(tag, "OK CAPABILITY completed");
+                let c = self.capabilities();
+                respond::capability(&mut self.out, &c);
+                self.tagged(tag, Reply::ok("CAPABILITY completed"));
             }
             Command::Noop | Command::Check => {
                 self.updates(true).await?;
-                self.tagged(tag, "OK completed");
+                self.tagged(tag, Reply::ok("completed"));
             }
             Command::Logout => {
-                self.line("* BYE logging out");
-                self.tagged(tag, "OK LOGOUT completed");
+                respond::bye(&mut self.out, None, "logging out");
+                self.tagged(tag, Reply::ok("LOGOUT completed"));
                 return Ok(true);
             }
             Command::Id => {
-                self.line(&format!(
-                    "* ID (\"name\" \"{}\" \"version\" \"{}\")",
-                    crate::IMPLEMENTATION,
-                    env!("CARGO_PKG_VERSION")
-                ));
-                self.tagged(tag, "OK ID completed");
+                respond::id(
+                    &mut self.out,
+                    &[
+                        ("name", crate::IMPLEMENTATION),
+                        ("version", env!("CARGO_PKG_VERSION")),
+                    ],
+                );
+                self.tagged(tag, Reply::ok("ID completed"));
             }
             Command::StartTls => self.starttls(tag).await?,
             Command::Login(user, password) => {
                 if self.session.is_some() {
-                    self.tagged(tag, "BAD already authenticated");
+                    self.tagged(tag, Reply::bad("already authenticated"));
                 } else if !self.plaintext_allowed() {
-                    self.tagged(tag, "NO [PRIVACYREQUIRED] use STARTTLS before LOGIN");
+                    self.tagged(
+                        tag,
+                        Reply::no("use STARTTLS before LOGIN").code("PRIVACYREQUIRED"),
+                    );
                 } else {
                     let user = String::from_utf8_lossy(&user).into_owned();
                     let pw = String::from_utf8_lossy(&password).into_owned();
@@ -612,7 +639,7 @@ impl Conn {
                 self.authenticate(tag, &mechanism, initial).await?
             }
             _ if self.session.is_none() => {
-                self.tagged(tag, "BAD command not valid before authentication")
+                self.tagged(tag, Reply::bad("command not valid before authentication"))
             }
             Command::Enable(caps) => {
                 let mut done = Vec::new();
@@ -632,16 +659,13 @@ impl Conn {
                 if self.enabled.qresync {
                     self.enabled.condstore = true;
                 }
-                self.line(format!("* ENABLED {}", done.join(" ")).trim_end());
-                self.tagged(tag, "OK ENABLE completed");
+                respond::enabled(&mut self.out, &done);
+                self.tagged(tag, Reply::ok("ENABLE completed"));
             }
             Command::Namespace => {
                 let other = self.wire_name(store_client::SHARED_PREFIX);
-                let mut l = b"* NAMESPACE ((\"\" \"/\")) ((".to_vec();
-                encode::string(&mut l, other.as_bytes());
-                l.extend_from_slice(b" \"/\")) NIL\r\n");
-                self.out.extend_from_slice(&l);
-                self.tagged(tag, "OK NAMESPACE completed");
+                respond::namespace(&mut self.out, &other);
+                self.tagged(tag, Reply::ok("NAMESPACE completed"));
             }
             Command::Select {
                 mailbox,
@@ -708,20 +732,23 @@ impl Conn {
                     Ok(l) => {
                         self.out.extend_from_slice(&l);
                         self.updates(true).await?;
-                        self.tagged(tag, "OK STATUS completed");
+                        self.tagged(tag, Reply::ok("STATUS completed"));
                     }
-                    Err(e) => self.tagged(tag, &store_error(&e)),
+                    Err(e) => self.tagged(tag, store_error(&e)),
                 }
             }
             Command::Append(m, msgs) => self.append(tag, &m, msgs).await?,
             Command::Idle => self.idle(tag).await?,
             Command::Compress(alg) => {
                 if alg != "DEFLATE" {
-                    self.tagged(tag, "NO [CANNOT] only DEFLATE is supported");
+                    self.tagged(tag, Reply::no("only DEFLATE is supported").code("CANNOT"));
                 } else if self.deflate.is_some() {
-                    self.tagged(tag, "NO [COMPRESSIONACTIVE] compression is already active");
+                    self.tagged(
+                        tag,
+                        Reply::no("compression is already active").code("COMPRESSIONACTIVE"),
+                    );
                 } else {
-                    self.tagged(tag, "OK DEFLATE active");
+                    self.tagged(tag, Reply::ok("DEFLATE active"));
                     self.flush_out().await?;
                     let pending = std::mem::take(&mut self.inbuf);
                     self.deflate = Some(Box::new(Deflate {
@@ -735,11 +762,10 @@ impl Conn {
                 let root = String::from_utf8_lossy(&root).into_owned();
                 match self.sess().quota(&root).await {
                     Ok(q) => {
-                        let l = quota_line(&q);
-                        self.line(&l);
-                        self.tagged(tag, "OK GETQUOTA completed");
+                        quota_data(&mut self.out, &q);
+                        self.tagged(tag, Reply::ok("GETQUOTA completed"));
                     }
-                    Err(e) => self.tagged(tag, &store_error(&e)),
+                    Err(e) => self.tagged(tag, store_error(&e)),
                 }
             }
             Command::GetQuotaRoot(m) => {
@@ -748,30 +774,24 @@ impl Conn {
                 };
                 match self.sess().quota_roots(&name).await {
                     Ok(roots) => {
-                        let mut l = b"* QUOTAROOT ".to_vec();
-                        encode::mailbox(&mut l, &self.wire_name(&name));
+                        let names: Vec<&str> = roots.iter().map(|q| q.root.as_str()).collect();
+                        let wire = self.wire_name(&name);
+                        respond::quota_root(&mut self.out, &wire, &names);
                         for q in &roots {
-                            l.push(b' ');
-                            encode::string(&mut l, q.root.as_bytes());
+                            quota_data(&mut self.out, q);
                         }
-                        l.extend_from_slice(b"\r\n");
-                        self.out.extend_from_slice(&l);
-                        for q in &roots {
-                            let l = quota_line(q);
-                            self.line(&l);
-                        }
-                        self.tagged(tag, "OK GETQUOTAROOT completed");
+                        self.tagged(tag, Reply::ok("GETQUOTAROOT completed"));
                     }
-                    Err(e) => self.tagged(tag, &store_error(&e)),
+                    Err(e) => self.tagged(tag, store_error(&e)),
                 }
             }
             Command::SetQuota(_) => self.tagged(
                 tag,
-                "NO [NOPERM] quotas are set by the administrator (mboxutil -q)",
+                Reply::no("quotas are set by the administrator (mboxutil -q)").code("NOPERM"),
             ),
             Command::Acl(a) => self.acl(tag, a).await?,
             // Everything below needs a selected folder.
-            _ if self.selected.is_none() => self.tagged(tag, "BAD no mailbox selected"),
+            _ if self.selected.is_none() => self.tagged(tag, Reply::bad("no mailbox selected")),
             Command::Close | Command::Unselect => {
                 let close = matches!(cmd, Command::Close);
                 if let Some(mut sel) = self.selected.take() {
@@ -782,16 +802,16 @@ impl Conn {
                         }
                     }
                 }
-                self.tagged(tag, "OK completed");
+                self.tagged(tag, Reply::ok("completed"));
             }
             Command::Expunge => {
                 let r = self.sel().folder.expunge(None).await;
                 match r {
                     Ok(_) => {
                         self.updates(true).await?;
-                        self.tagged(tag, "OK EXPUNGE completed");
+                        self.tagged(tag, Reply::ok("EXPUNGE completed"));
                     }
-                    Err(e) => self.tagged(tag, &store_error(&e)),
+                    Err(e) => self.tagged(tag, store_error(&e)),
                 }
             }
             Command::UidExpunge(set) => {
@@ -800,9 +820,9 @@ impl Conn {
                 match r {
                     Ok(_) => {
                         self.updates(true).await?;
-                        self.tagged(tag, "OK UID EXPUNGE completed");
+                        self.tagged(tag, Reply::ok("UID EXPUNGE completed"));
                     }
-                    Err(e) => self.tagged(tag, &store_error(&e)),
+                    Err(e) => self.tagged(tag, store_error(&e)),
                 }
             }
             Command::Search { uid, ret, key } => self.search(tag, uid, ret, &key).await?,
@@ -861,9 +881,9 @@ impl Conn {
         match r {
             Ok(()) => {
                 self.updates(true).await?;
-                self.tagged(tag, &format!("OK {what} completed"));
+                self.tagged(tag, Reply::ok(format!("{what} completed")));
             }
-            Err(e) => self.tagged(tag, &store_error(&e)),
+            Err(e) => self.tagged(tag, store_error(&e)),
         }
         Ok(())
     }
@@ -873,7 +893,7 @@ impl Conn {
         let s = match std::str::from_utf8(raw) {
             Ok(s) => s,
             Err(_) => {
-                self.tagged(tag, "BAD mailbox name is not UTF-8");
+                self.tagged(tag, Reply::bad("mailbox name is not UTF-8"));
                 return None;
             }
         };
@@ -883,7 +903,7 @@ impl Conn {
             utf7::decode(s)
         };
         let Some(name) = name else {
-            self.tagged(tag, "BAD invalid modified UTF-7 mailbox name");
+            self.tagged(tag, Reply::bad("invalid modified UTF-7 mailbox name"));
             return None;
         };
         Some(normalise_inbox(&name))
@@ -927,7 +947,11 @@ impl Conn {
                 // and end the session rather than serve numbers that mean nothing.
                 info!("{} was deleted while selected", sel.folder.name());
                 self.selected = None;
-                self.line("* BYE [NONEXISTENT] the selected mailbox no longer exists");
+                respond::bye(
+                    &mut self.out,
+                    Some("NONEXISTENT"),
+                    "the selected mailbox no longer exists",
+                );
                 let _ = self.flush_out().await;
                 return Err(Gone);
             }
@@ -945,38 +969,36 @@ impl Conn {
             return;
         }
         if !up.vanished.is_empty() && self.enabled.qresync {
-            self.line(&format!("* VANISHED {}", compact_set(&up.vanished)));
+            let mut v = up.vanished.clone();
+            v.sort_unstable();
+            respond::vanished(&mut self.out, false, &respond::ranges(&v));
         } else {
             for seq in &up.expunged {
-                self.line(&format!("* {seq} EXPUNGE"));
+                respond::expunge(&mut self.out, *seq);
             }
         }
         if let Some(kw) = &up.keywords {
-            let flags = flag_list_with(kw, false);
-            self.line(&format!("* FLAGS {flags}"));
-            let permanent = flag_list_with(kw, true);
-            self.line(&format!(
-                "* OK [PERMANENTFLAGS {permanent}] flags permitted"
-            ));
+            respond::flags(&mut self.out, kw);
+            let code = respond::permanent_flags(kw, false);
+            self.untagged(Reply::ok("flags permitted").with(code));
         }
         if let Some(n) = up.exists {
-            self.line(&format!("* {n} EXISTS"));
+            respond::exists(&mut self.out, n);
         }
         if let Some(r) = up.recent {
             if !self.enabled.rev2 {
-                self.line(&format!("* {r} RECENT"));
+                respond::recent(&mut self.out, r);
             }
         }
+        let (qresync, condstore) = (self.enabled.qresync, self.enabled.condstore);
         for (seq, uid, flags, modseq) in &up.flags {
-            let mut l = format!("* {seq} FETCH (FLAGS {}", flags_str(flags, false));
-            if self.enabled.qresync {
-                l.push_str(&format!(" UID {uid}"));
-            }
-            if self.enabled.condstore {
-                l.push_str(&format!(" MODSEQ ({modseq})"));
-            }
-            l.push(')');
-            self.line(&l);
+            respond::fetch_flags(
+                &mut self.out,
+                *seq,
+                Some((flags, false)),
+                qresync.then_some(*uid),
+                condstore.then_some(*modseq),
+            );
         }
     }
 
@@ -984,14 +1006,14 @@ impl Conn {
 
     async fn starttls(&mut self, tag: &str) -> Step {
         let Some(tls) = self.ctx.tls.clone() else {
-            self.tagged(tag, "NO [UNAVAILABLE] TLS is not available");
+            self.tagged(tag, Reply::no("TLS is not available").code("UNAVAILABLE"));
             return Ok(());
         };
         if self.tls_active || self.session.is_some() {
-            self.tagged(tag, "BAD STARTTLS is not allowed now");
+            self.tagged(tag, Reply::bad("STARTTLS is not allowed now"));
             return Ok(());
         }
-        self.tagged(tag, "OK begin TLS negotiation now");
+        self.tagged(tag, Reply::ok("begin TLS negotiation now"));
         self.flush_out().await?;
         // Anything pipelined after STARTTLS in plaintext is discarded (RFC 9051 6.2.1).
         self.inbuf.clear();
@@ -1015,31 +1037,34 @@ impl Conn {
 
     async fn authenticate(&mut self, tag: &str, mechanism: &str, initial: Option<String>) -> Step {
         if self.session.is_some() {
-            self.tagged(tag, "BAD already authenticated");
+            self.tagged(tag, Reply::bad("already authenticated"));
             return Ok(());
         }
         if mechanism != "PLAIN" {
-            self.tagged(tag, "NO [CANNOT] unsupported authentication mechanism");
+            self.tagged(
+                tag,
+                Reply::no("unsupported authentication mechanism").code("CANNOT"),
+            );
             return Ok(());
         }
         if !self.plaintext_allowed() {
             self.tagged(
                 tag,
-                "NO [PRIVACYREQUIRED] use STARTTLS before AUTHENTICATE PLAIN",
+                Reply::no("use STARTTLS before AUTHENTICATE PLAIN").code("PRIVACYREQUIRED"),
             );
             return Ok(());
         }
         let response = match initial {
             Some(r) => r,
             None => {
-                self.line("+ ");
+                respond::continuation_base64(&mut self.out);
                 match self.read_line(self.ctx.settings.login_timeout).await? {
                     Line::Ok(l) => {
                         self.capture_chunk(telemetry::Direction::Client, b"***\r\n");
                         String::from_utf8_lossy(&l).trim().to_owned()
                     }
                     Line::TooLong(_) => {
-                        self.tagged(tag, "BAD response too long");
+                        self.tagged(tag, Reply::bad("response too long"));
                         return Ok(());
                     }
                     Line::Timeout => return Err(Gone),
@@ -1047,7 +1072,7 @@ impl Conn {
             }
         };
         if response == "*" {
-            self.tagged(tag, "BAD authentication cancelled");
+            self.tagged(tag, Reply::bad("authentication cancelled"));
             return Ok(());
         }
         use base64::Engine;
@@ -1057,12 +1082,15 @@ impl Conn {
             base64::engine::general_purpose::STANDARD.decode(response.as_bytes())
         };
         let Ok(decoded) = decoded else {
-            self.tagged(tag, "BAD invalid base64 in authentication response");
+            self.tagged(tag, Reply::bad("invalid base64 in authentication response"));
             return Ok(());
         };
         let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
         let [authzid, authcid, password] = parts.as_slice() else {
-            self.tagged(tag, "NO [AUTHENTICATIONFAILED] malformed PLAIN response");
+            self.tagged(
+                tag,
+                Reply::no("malformed PLAIN response").code("AUTHENTICATIONFAILED"),
+            );
             return Ok(());
         };
         let (Ok(authzid), Ok(authcid), Ok(password)) = (
@@ -1070,13 +1098,16 @@ impl Conn {
             std::str::from_utf8(authcid),
             std::str::from_utf8(password),
         ) else {
-            self.tagged(tag, "NO [AUTHENTICATIONFAILED] malformed PLAIN response");
+            self.tagged(
+                tag,
+                Reply::no("malformed PLAIN response").code("AUTHENTICATIONFAILED"),
+            );
             return Ok(());
         };
         if !authzid.is_empty() && authzid != authcid {
             self.tagged(
                 tag,
-                "NO [AUTHORIZATIONFAILED] authorization identity not permitted",
+                Reply::no("authorization identity not permitted").code("AUTHORIZATIONFAILED"),
             );
             return Ok(());
         }
@@ -1089,7 +1120,7 @@ impl Conn {
         if self.ctx.failures.locked_out(ip) {
             self.tagged(
                 tag,
-                "NO [UNAVAILABLE] too many failed logins, try again later",
+                Reply::no("too many failed logins, try again later").code("UNAVAILABLE"),
             );
             return Ok(());
         }
@@ -1102,7 +1133,7 @@ impl Conn {
                 tokio::time::sleep(self.ctx.settings.auth_fail_delay).await;
                 self.tagged(
                     tag,
-                    "NO [AUTHENTICATIONFAILED] invalid user name or password",
+                    Reply::no("invalid user name or password").code("AUTHENTICATIONFAILED"),
                 );
                 return Ok(());
             }
@@ -1110,7 +1141,7 @@ impl Conn {
                 warn!("authentication of {name:?} from {ip}: {e}");
                 self.tagged(
                     tag,
-                    "NO [UNAVAILABLE] authentication is unavailable, try again later",
+                    Reply::no("authentication is unavailable, try again later").code("UNAVAILABLE"),
                 );
                 return Ok(());
             }
@@ -1124,7 +1155,9 @@ impl Conn {
         self.start_capture(&userid, &format!("{tag} LOGIN {userid} ***\r\n"));
         self.session = Some(session);
         let caps = self.capabilities();
-        self.tagged(tag, &format!("OK [CAPABILITY {caps}] logged in"));
+        let mut reply = Reply::ok("logged in");
+        reply.code = respond::capability_code(&caps);
+        self.tagged(tag, reply);
         Ok(())
     }
 
@@ -1153,14 +1186,14 @@ impl Conn {
         qresync: Option<parse::QresyncParams>,
     ) -> Step {
         if qresync.is_some() && !self.enabled.qresync {
-            self.tagged(tag, "BAD QRESYNC is not enabled");
+            self.tagged(tag, Reply::bad("QRESYNC is not enabled"));
             return Ok(());
         }
         let Some(name) = self.mailbox_name(tag, raw) else {
             return Ok(());
         };
         if self.selected.take().is_some() && (self.enabled.qresync || self.enabled.rev2) {
-            self.line("* OK [CLOSED] previous mailbox closed");
+            self.untagged(Reply::ok("previous mailbox closed").code("CLOSED"));
         }
         self.saved.clear();
         if condstore {
@@ -1170,22 +1203,21 @@ impl Conn {
         let folder = match session.select(&name, read_only).await {
             Ok(f) => f,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
         let watcher = session.watch(&name).await.ok();
         let kws: Vec<String> = folder.keywords().to_vec();
-        self.line(&format!("* FLAGS {}", flag_list_with(&kws, false)));
-        if folder.read_only() {
-            self.line("* OK [PERMANENTFLAGS ()] read-only mailbox");
+        respond::flags(&mut self.out, &kws);
+        let permanent = respond::permanent_flags(&kws, folder.read_only());
+        let text = if folder.read_only() {
+            "read-only mailbox"
         } else {
-            self.line(&format!(
-                "* OK [PERMANENTFLAGS {}] flags permitted",
-                flag_list_with(&kws, true)
-            ));
-        }
-        self.line(&format!("* {} EXISTS", folder.exists()));
+            "flags permitted"
+        };
+        self.untagged(Reply::ok(text).with(permanent));
+        respond::exists(&mut self.out, folder.exists());
         if self.enabled.rev2 {
             // IMAP4rev2 SELECT includes the folder's LIST response (RFC 9051 6.3.2).
             if let Ok(infos) = session.list("*").await {
@@ -1196,35 +1228,32 @@ impl Conn {
                         "\\HasNoChildren".to_string()
                     }];
                     attrs.extend(info.special_use.clone());
-                    let mut l = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
-                    encode::mailbox(&mut l, &self.wire_name(&name));
-                    l.extend_from_slice(b"\r\n");
-                    self.out.extend_from_slice(&l);
+                    let wire = self.wire_name(&name);
+                    respond::list(&mut self.out, &attrs, &wire, false);
                 }
             }
         }
         if !self.enabled.rev2 {
-            self.line(&format!("* {} RECENT", folder.recent_count()));
-            if let Some(u) = folder.first_unseen() {
-                self.line(&format!("* OK [UNSEEN {u}] first unseen"));
+            respond::recent(&mut self.out, folder.recent_count());
+            if let Some(code) = folder.first_unseen().and_then(respond::unseen) {
+                self.untagged(Reply::ok("first unseen").with(code));
             }
         }
-        self.line(&format!(
-            "* OK [UIDVALIDITY {}] UIDs valid",
-            folder.uidvalidity()
-        ));
-        self.line(&format!(
-            "* OK [UIDNEXT {}] predicted next UID",
-            folder.uidnext()
-        ));
-        self.line(&format!(
-            "* OK [HIGHESTMODSEQ {}] highest modseq",
-            folder.highest_modseq()
-        ));
-        self.line(&format!(
-            "* OK [MAILBOXID ({})] mailbox id",
-            mailbox_id(folder.uidvalidity())
-        ));
+        if let Some(code) = respond::uid_validity(folder.uidvalidity()) {
+            self.untagged(Reply::ok("UIDs valid").with(code));
+        }
+        if let Some(code) = respond::uid_next(folder.uidnext()) {
+            self.untagged(Reply::ok("predicted next UID").with(code));
+        }
+        // imap-types' HIGHESTMODSEQ cannot carry the 0 of a folder that never changed;
+        // that one is written as the store reports it, through the generic code form
+        // (NOMODSEQ would tell the client modseqs are not kept at all).
+        let modseq = folder.highest_modseq();
+        let code = respond::highest_modseq(modseq)
+            .unwrap_or_else(|| respond::other_code(format!("HIGHESTMODSEQ {modseq}")));
+        self.untagged(Reply::ok("highest modseq").with(code));
+        let id = respond::other_code(format!("MAILBOXID ({})", mailbox_id(folder.uidvalidity())));
+        self.untagged(Reply::ok("mailbox id").with(id));
         let sel = Selected {
             folder,
             watcher,
@@ -1246,12 +1275,14 @@ impl Conn {
                 if let Ok(metas) = sel.folder.fetch_meta(&uids).await {
                     for m in metas.iter().filter(|m| m.modseq > q.modseq) {
                         let seq = sel.folder.seq_of(m.uid).unwrap_or(0);
-                        self.line(&format!(
-                            "* {seq} FETCH (UID {} FLAGS {} MODSEQ ({}))",
+                        let recent = sel.folder.is_recent(m.uid) && !self.enabled.rev2;
+                        respond::fetch_uid_flags_modseq(
+                            &mut self.out,
+                            seq,
                             m.uid,
-                            flags_str(&m.flags, sel.folder.is_recent(m.uid) && !self.enabled.rev2),
-                            m.modseq
-                        ));
+                            (&m.flags, recent),
+                            m.modseq,
+                        );
                     }
                 }
             }
@@ -1262,7 +1293,7 @@ impl Conn {
             "READ-WRITE"
         };
         self.selected = Some(sel);
-        self.tagged(tag, &format!("OK [{mode}] SELECT completed"));
+        self.tagged(tag, Reply::ok("SELECT completed").code(mode));
         Ok(())
     }
 
@@ -1270,29 +1301,65 @@ impl Conn {
         let session = self.sess();
         let st = session.status(name).await?;
         let mut parts = Vec::new();
+        let mut values = Vec::new();
         for i in items {
-            parts.push(match i {
-                StatusItem::Messages => format!("MESSAGES {}", st.messages),
+            let (part, value) = match i {
+                StatusItem::Messages => (
+                    format!("MESSAGES {}", st.messages),
+                    u32::try_from(st.messages).ok().map(StatusValue::Messages),
+                ),
                 StatusItem::Recent => {
                     // Messages above the folder's recent mark, counted on a read-only view.
                     let view = session.select(name, true).await?;
                     let n = view.uids().iter().filter(|&&u| u > st.recent_uid).count();
-                    format!("RECENT {n}")
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    (format!("RECENT {n}"), Some(StatusValue::Recent(n)))
                 }
-                StatusItem::UidNext => format!("UIDNEXT {}", st.uidnext),
-                StatusItem::UidValidity => format!("UIDVALIDITY {}", st.uidvalidity),
-                StatusItem::Unseen => format!("UNSEEN {}", st.unseen),
-                StatusItem::Deleted => format!("DELETED {}", st.deleted),
-                StatusItem::Size => format!("SIZE {}", st.size),
-                StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", st.highest_modseq),
-                StatusItem::AppendLimit => {
-                    format!("APPENDLIMIT {}", self.ctx.settings.max_message_size)
+                StatusItem::UidNext => (
+                    format!("UIDNEXT {}", st.uidnext),
+                    Some(StatusValue::UidNext(st.uidnext)),
+                ),
+                StatusItem::UidValidity => (
+                    format!("UIDVALIDITY {}", st.uidvalidity),
+                    Some(StatusValue::UidValidity(st.uidvalidity)),
+                ),
+                StatusItem::Unseen => (
+                    format!("UNSEEN {}", st.unseen),
+                    u32::try_from(st.unseen).ok().map(StatusValue::Unseen),
+                ),
+                StatusItem::Deleted => (
+                    format!("DELETED {}", st.deleted),
+                    u32::try_from(st.deleted).ok().map(StatusValue::Deleted),
+                ),
+                StatusItem::Size => (
+                    format!("SIZE {}", st.size),
+                    Some(StatusValue::Size(st.size)),
+                ),
+                StatusItem::HighestModSeq => (
+                    format!("HIGHESTMODSEQ {}", st.highest_modseq),
+                    Some(StatusValue::HighestModSeq(st.highest_modseq)),
+                ),
+                // Not in imap-types: these make the whole line ours.
+                StatusItem::AppendLimit => (
+                    format!("APPENDLIMIT {}", self.ctx.settings.max_message_size),
+                    None,
+                ),
+                StatusItem::MailboxId => {
+                    (format!("MAILBOXID ({})", mailbox_id(st.uidvalidity)), None)
                 }
-                StatusItem::MailboxId => format!("MAILBOXID ({})", mailbox_id(st.uidvalidity)),
-            });
+            };
+            parts.push(part);
+            values.push(value);
         }
-        let mut l = b"* STATUS ".to_vec();
-        encode::mailbox(&mut l, &self.wire_name(name));
+        let wire = self.wire_name(name);
+        let mut l = Vec::new();
+        if let Some(values) = values.into_iter().collect::<Option<Vec<StatusValue>>>() {
+            if respond::status_data(&mut l, &wire, &values) {
+                return Ok(l);
+            }
+        }
+        l.extend_from_slice(b"* STATUS ");
+        encode::mailbox(&mut l, &wire);
         l.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(l)
     }
@@ -1312,21 +1379,21 @@ impl Conn {
         let session = self.sess();
         if c.patterns.len() == 1 && c.patterns[0].is_empty() {
             // The hierarchy delimiter and root (RFC 9051 6.3.9).
-            self.line("* LIST (\\Noselect) \"/\" \"\"");
-            self.tagged(tag, "OK LIST completed");
+            respond::list(&mut self.out, &["\\Noselect".to_string()], "", false);
+            self.tagged(tag, Reply::ok("LIST completed"));
             return Ok(());
         }
         let all = match session.list("*").await {
             Ok(a) => a,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
         let subs: HashSet<String> = match session.subscriptions().await {
             Ok(s) => s.into_iter().collect(),
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
@@ -1335,7 +1402,7 @@ impl Conn {
             match self.pattern_of(&c.reference, p) {
                 Some(p) => patterns.push(p),
                 None => {
-                    self.tagged(tag, "BAD invalid mailbox pattern");
+                    self.tagged(tag, Reply::bad("invalid mailbox pattern"));
                     return Ok(());
                 }
             }
@@ -1426,13 +1493,17 @@ impl Conn {
             }
         }
         for (name, attrs, childinfo, exists) in lines {
-            let mut l = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
-            encode::mailbox(&mut l, &self.wire_name(&name));
-            if let Some(ci) = childinfo {
-                l.extend_from_slice(format!(" (\"CHILDINFO\" (\"{ci}\"))").as_bytes());
+            let wire = self.wire_name(&name);
+            match childinfo {
+                None => respond::list(&mut self.out, &attrs, &wire, false),
+                // LIST-EXTENDED's CHILDINFO is not in imap-types: ours.
+                Some(ci) => {
+                    let mut l = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
+                    encode::mailbox(&mut l, &wire);
+                    l.extend_from_slice(format!(" (\"CHILDINFO\" (\"{ci}\"))\r\n").as_bytes());
+                    self.out.extend_from_slice(&l);
+                }
             }
-            l.extend_from_slice(b"\r\n");
-            self.out.extend_from_slice(&l);
             if let (Some(items), true) = (&c.return_status, exists) {
                 match self.status_line(&name, items).await {
                     Ok(s) => self.out.extend_from_slice(&s),
@@ -1441,14 +1512,14 @@ impl Conn {
             }
         }
         self.updates(true).await?;
-        self.tagged(tag, "OK LIST completed");
+        self.tagged(tag, Reply::ok("LIST completed"));
         Ok(())
     }
 
     async fn lsub(&mut self, tag: &str, reference: &[u8], pattern: &[u8]) -> Step {
         let session = self.sess();
         let Some(pattern) = self.pattern_of(reference, pattern) else {
-            self.tagged(tag, "BAD invalid mailbox pattern");
+            self.tagged(tag, Reply::bad("invalid mailbox pattern"));
             return Ok(());
         };
         match session.subscriptions().await {
@@ -1457,14 +1528,12 @@ impl Conn {
                 for s in subs.iter().filter(|s| {
                     pattern_matches(&pattern, s) || pattern_matches(&normalise_inbox(&pattern), s)
                 }) {
-                    let mut l = b"* LSUB () \"/\" ".to_vec();
-                    encode::mailbox(&mut l, &self.wire_name(s));
-                    l.extend_from_slice(b"\r\n");
-                    self.out.extend_from_slice(&l);
+                    let wire = self.wire_name(s);
+                    respond::list(&mut self.out, &[], &wire, true);
                 }
-                self.tagged(tag, "OK LSUB completed");
+                self.tagged(tag, Reply::ok("LSUB completed"));
             }
-            Err(e) => self.tagged(tag, &store_error(&e)),
+            Err(e) => self.tagged(tag, store_error(&e)),
         }
         Ok(())
     }
@@ -1488,7 +1557,7 @@ impl Conn {
                 match Flag::parse(f) {
                     Ok(f) => flags.push(f),
                     Err(e) => {
-                        self.tagged(tag, &format!("BAD {e}"));
+                        self.tagged(tag, Reply::bad(e.to_string()));
                         return Ok(());
                     }
                 }
@@ -1498,13 +1567,13 @@ impl Conn {
                 AppendData::Catenate(parts) => match self.catenate(parts).await {
                     Ok(d) => d,
                     Err(status) => {
-                        self.tagged(tag, &status);
+                        self.tagged(tag, status);
                         return Ok(());
                     }
                 },
             };
             if data.is_empty() {
-                self.tagged(tag, "NO [CANNOT] empty message");
+                self.tagged(tag, Reply::no("empty message").code("CANNOT"));
                 return Ok(());
             }
             batch.push((data, flags, m.date));
@@ -1513,38 +1582,46 @@ impl Conn {
         match r {
             Ok((validity, uids)) => {
                 self.updates(true).await?;
-                self.tagged(
-                    tag,
-                    &format!(
-                        "OK [APPENDUID {validity} {}] APPEND completed",
-                        compact_set(&uids)
-                    ),
-                );
+                // One message: imap-types' APPENDUID; MULTIAPPEND's UID set (RFC 4315
+                // uid-set) is ours.
+                let code = match uids.as_slice() {
+                    [uid] => respond::append_uid(validity, *uid),
+                    _ => None,
+                }
+                .unwrap_or_else(|| {
+                    respond::other_code(format!("APPENDUID {validity} {}", compact_set(&uids)))
+                });
+                self.tagged(tag, Reply::ok("APPEND completed").with(code));
             }
-            Err(ClientError::NoSuchMailbox(m)) => {
-                self.tagged(tag, &format!("NO [TRYCREATE] no such mailbox: {m}"))
-            }
-            Err(e) => self.tagged(tag, &store_error(&e)),
+            Err(ClientError::NoSuchMailbox(m)) => self.tagged(
+                tag,
+                Reply::no(format!("no such mailbox: {m}")).code("TRYCREATE"),
+            ),
+            Err(e) => self.tagged(tag, store_error(&e)),
         }
         Ok(())
     }
 
     /// CATENATE (RFC 4469): the message its parts make, or the tagged status refusing it.
-    async fn catenate(&mut self, parts: Vec<CatPart>) -> Result<Vec<u8>, String> {
+    async fn catenate(&mut self, parts: Vec<CatPart>) -> Result<Vec<u8>, Reply<'static>> {
         let limit = self.ctx.settings.max_message_size;
         let mut out = Vec::new();
         for part in parts {
             let bytes = match part {
                 CatPart::Text(t) => t,
-                CatPart::Url(u) => self
-                    .url_bytes(&u)
-                    .await
-                    .map_err(|why| format!("NO [BADURL {}] {why}", catenate::resp_url(&u)))?,
+                CatPart::Url(u) => self.url_bytes(&u).await.map_err(|why| {
+                    let code = format!("BADURL {}", catenate::resp_url(&u));
+                    match respond::code_from_text(&code) {
+                        Some(c) => Reply::no(why).with(c),
+                        None => Reply::no(why).code("BADURL"),
+                    }
+                })?,
             };
             if out.len() as u64 + bytes.len() as u64 > limit {
-                return Err(format!(
-                    "NO [TOOBIG] the catenated message is over the limit of {limit} octets"
-                ));
+                return Err(Reply::no(format!(
+                    "the catenated message is over the limit of {limit} octets"
+                ))
+                .code("TOOBIG"));
             }
             out.extend_from_slice(&bytes);
         }
@@ -1680,9 +1757,9 @@ impl Conn {
         match r {
             Ok(()) => {
                 self.out.extend_from_slice(&l);
-                self.tagged(tag, "OK completed");
+                self.tagged(tag, Reply::ok("completed"));
             }
-            Err(e) => self.tagged(tag, &store_error(&e)),
+            Err(e) => self.tagged(tag, store_error(&e)),
         }
         Ok(())
     }
@@ -1816,7 +1893,7 @@ impl Conn {
                 match sel.folder.object_ids(&uids).await {
                     Ok(v) => ids = v,
                     Err(e) => {
-                        self.tagged(tag, &store_error(&e));
+                        self.tagged(tag, store_error(&e));
                         return Ok(None);
                     }
                 }
@@ -1825,14 +1902,14 @@ impl Conn {
         let k = match self.search_key(key, &ids) {
             Ok(k) => k,
             Err(e) => {
-                self.tagged(tag, &format!("BAD {e}"));
+                self.tagged(tag, Reply::bad(e.to_string()));
                 return Ok(None);
             }
         };
         match self.sel().folder.search(&k).await {
             Ok(u) => Ok(Some(u)),
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 Ok(None)
             }
         }
@@ -1886,19 +1963,10 @@ impl Conn {
                     self.line(&l);
                 }
             }
-            None => {
-                let mut l = String::from("* SEARCH");
-                for n in &nums {
-                    l.push_str(&format!(" {n}"));
-                }
-                if let Some(m) = modseq {
-                    l.push_str(&format!(" (MODSEQ {m})"));
-                }
-                self.line(&l);
-            }
+            None => respond::search(&mut self.out, &nums, modseq),
         }
         self.updates(uid).await?;
-        self.tagged(tag, "OK SEARCH completed");
+        self.tagged(tag, Reply::ok("SEARCH completed"));
         Ok(())
     }
 
@@ -1916,7 +1984,7 @@ impl Conn {
         let items = match self.sort_items(&uids).await {
             Ok(i) => i,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
@@ -1939,14 +2007,10 @@ impl Conn {
                     self.line(&l);
                 }
             }
-            None => {
-                let nums: Vec<String> = nums.iter().map(|n| n.to_string()).collect();
-                let l = format!("* SORT {}", nums.join(" "));
-                self.line(l.trim_end());
-            }
+            None => respond::sort(&mut self.out, &nums),
         }
         self.updates(uid).await?;
-        self.tagged(tag, "OK SORT completed");
+        self.tagged(tag, Reply::ok("SORT completed"));
         Ok(())
     }
 
@@ -1981,7 +2045,7 @@ impl Conn {
         let items = match self.sort_items(&uids).await {
             Ok(i) => i,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
@@ -1991,7 +2055,7 @@ impl Conn {
         let l = format!("* THREAD {}", crate::order::format_threads(&threads, &map));
         self.line(l.trim_end());
         self.updates(uid).await?;
-        self.tagged(tag, "OK THREAD completed");
+        self.tagged(tag, Reply::ok("THREAD completed"));
         Ok(())
     }
 
@@ -2017,7 +2081,7 @@ impl Conn {
             match Flag::parse(f) {
                 Ok(f) => parsed.push(f),
                 Err(e) => {
-                    self.tagged(tag, &format!("BAD {e}"));
+                    self.tagged(tag, Reply::bad(e.to_string()));
                     return Ok(());
                 }
             }
@@ -2036,7 +2100,7 @@ impl Conn {
         let result = match r {
             Ok(r) => r,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
@@ -2065,35 +2129,28 @@ impl Conn {
             }
             let rev2 = self.enabled.rev2;
             let condstore = self.enabled.condstore;
-            let mut lines = Vec::new();
-            let f = &self.sel().folder;
+            let Some(sel) = self.selected.as_ref() else {
+                return Ok(());
+            };
+            let f = &sel.folder;
             for (muid, flags, modseq) in metas {
                 let Some(seq) = f.seq_of(muid) else { continue };
-                let mut l = format!("* {seq} FETCH (");
-                let mut parts = Vec::new();
-                if !silent {
-                    parts.push(format!(
-                        "FLAGS {}",
-                        flags_str(&flags, f.is_recent(muid) && !rev2)
-                    ));
+                if silent && !uid && !condstore {
+                    continue;
                 }
-                if uid {
-                    parts.push(format!("UID {muid}"));
-                }
-                if condstore {
-                    parts.push(format!("MODSEQ ({modseq})"));
-                }
-                l.push_str(&parts.join(" "));
-                l.push(')');
-                lines.push(l);
-            }
-            for l in lines {
-                self.line(&l);
+                let recent = f.is_recent(muid) && !rev2;
+                respond::fetch_flags(
+                    &mut self.out,
+                    seq,
+                    (!silent).then_some((&flags, recent)),
+                    uid.then_some(muid),
+                    condstore.then_some(modseq),
+                );
             }
         }
         self.updates(uid).await?;
         if modified.is_empty() {
-            self.tagged(tag, "OK STORE completed");
+            self.tagged(tag, Reply::ok("STORE completed"));
         } else {
             let f = &self.sel().folder;
             let nums: Vec<u32> = if uid {
@@ -2105,13 +2162,12 @@ impl Conn {
                     .filter_map(|&u| f.seq_of(u))
                     .collect()
             };
-            self.tagged(
-                tag,
-                &format!(
-                    "OK [MODIFIED {}] conditional STORE failed for some",
-                    compact_set(&nums)
-                ),
-            );
+            let mut nums = nums;
+            nums.sort_unstable();
+            nums.dedup();
+            let mut r = Reply::ok("conditional STORE failed for some");
+            r.code = respond::modified(&nums);
+            self.tagged(tag, r);
         }
         Ok(())
     }
@@ -2123,13 +2179,13 @@ impl Conn {
         let uids = self.resolve(set, uid);
         if uids.is_empty() {
             self.updates(uid || mv).await?;
-            self.tagged(tag, "OK nothing to do");
+            self.tagged(tag, Reply::ok("nothing to do"));
             return Ok(());
         }
         let session = self.sess();
         let from = self.sel().folder.name().to_owned();
         if mv && self.sel().folder.read_only() {
-            self.tagged(tag, "NO [READ-ONLY] mailbox is read-only");
+            self.tagged(tag, Reply::no("mailbox is read-only").code("READ-ONLY"));
             return Ok(());
         }
         let r = if mv {
@@ -2141,25 +2197,26 @@ impl Conn {
             Ok(c) => {
                 let src: Vec<u32> = c.map.iter().map(|p| p.0).collect();
                 let dst: Vec<u32> = c.map.iter().map(|p| p.1).collect();
-                let code = format!(
-                    "COPYUID {} {} {}",
-                    c.uidvalidity,
-                    compact_set(&src),
-                    compact_set(&dst)
-                );
+                let code = respond::copy_uid(c.uidvalidity, &src, &dst);
                 if mv {
-                    self.line(&format!("* OK [{code}] moved"));
+                    let mut r = Reply::ok("moved");
+                    r.code = code;
+                    self.untagged(r);
                     self.updates(true).await?;
-                    self.tagged(tag, "OK MOVE completed");
+                    self.tagged(tag, Reply::ok("MOVE completed"));
                 } else {
                     self.updates(uid).await?;
-                    self.tagged(tag, &format!("OK [{code}] COPY completed"));
+                    let mut r = Reply::ok("COPY completed");
+                    r.code = code;
+                    self.tagged(tag, r);
                 }
             }
-            Err(ClientError::NoSuchMailbox(m)) if m.contains(&dest) || m.contains("user/") => {
-                self.tagged(tag, &format!("NO [TRYCREATE] no such mailbox: {dest}"))
-            }
-            Err(e) => self.tagged(tag, &store_error(&e)),
+            Err(ClientError::NoSuchMailbox(m)) if m.contains(&dest) || m.contains("user/") => self
+                .tagged(
+                    tag,
+                    Reply::no(format!("no such mailbox: {dest}")).code("TRYCREATE"),
+                ),
+            Err(e) => self.tagged(tag, store_error(&e)),
         }
         Ok(())
     }
@@ -2177,7 +2234,7 @@ impl Conn {
             self.enabled.condstore = true;
         }
         if vanished && !self.enabled.qresync {
-            self.tagged(tag, "BAD VANISHED needs QRESYNC enabled");
+            self.tagged(tag, Reply::bad("VANISHED needs QRESYNC enabled"));
             return Ok(());
         }
         if uid && !atts.contains(&FetchAtt::Uid) {
@@ -2218,7 +2275,7 @@ impl Conn {
         let mut metas = match self.sel().folder.fetch_meta(&uids).await {
             Ok(m) => m,
             Err(e) => {
-                self.tagged(tag, &store_error(&e));
+                self.tagged(tag, store_error(&e));
                 return Ok(());
             }
         };
@@ -2299,8 +2356,9 @@ impl Conn {
                 {
                     Ok(out) => {
                         if !out.ok {
-                            failed =
-                                Some("NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding".into());
+                            failed = Some(
+                                Reply::no("unknown Content-Transfer-Encoding").code("UNKNOWN-CTE"),
+                            );
                         }
                         self.emit(out).await?;
                     }
@@ -2316,8 +2374,8 @@ impl Conn {
         }
         self.updates(uid).await?;
         match failed {
-            Some(f) => self.tagged(tag, &f),
-            None => self.tagged(tag, "OK FETCH completed"),
+            Some(f) => self.tagged(tag, f),
+            None => self.tagged(tag, Reply::ok("FETCH completed")),
         }
         Ok(())
     }
@@ -2392,7 +2450,10 @@ impl Conn {
         };
         let mut segs: Vec<Seg> = Vec::new();
         let mut file: Option<tokio::fs::File> = None;
-        let mut o = format!("* {seq} FETCH (").into_bytes();
+        let mut o = Vec::with_capacity(128);
+        o.extend_from_slice(b"* ");
+        respond::push_u64(&mut o, seq.into());
+        o.extend_from_slice(b" FETCH (");
         let mut first = true;
         let mut ok = true;
         let mut sep = |o: &mut Vec<u8>| {
@@ -2408,20 +2469,27 @@ impl Conn {
             match a {
                 FetchAtt::Flags => {
                     flags_sent = true;
-                    o.extend_from_slice(
-                        format!("FLAGS {}", flags_str(&m.flags, recent)).as_bytes(),
-                    );
+                    o.extend_from_slice(b"FLAGS ");
+                    respond::flag_fetch_list(&mut o, &m.flags, recent);
                 }
-                FetchAtt::Uid => o.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
+                FetchAtt::Uid => {
+                    o.extend_from_slice(b"UID ");
+                    respond::push_u64(&mut o, m.uid.into());
+                }
                 FetchAtt::InternalDate => o.extend_from_slice(
                     format!("INTERNALDATE {}", encode::internal_date(m.internal_date)).as_bytes(),
                 ),
                 FetchAtt::SaveDate => o.extend_from_slice(
                     format!("SAVEDATE {}", encode::internal_date(m.save_date)).as_bytes(),
                 ),
-                FetchAtt::Size => o.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
+                FetchAtt::Size => {
+                    o.extend_from_slice(b"RFC822.SIZE ");
+                    respond::push_u64(&mut o, m.size);
+                }
                 FetchAtt::ModSeq => {
-                    o.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
+                    o.extend_from_slice(b"MODSEQ (");
+                    respond::push_u64(&mut o, m.modseq);
+                    o.push(b')');
                 }
                 FetchAtt::EmailId => {
                     if let Some(ids) = oid {
@@ -2581,7 +2649,8 @@ impl Conn {
         }
         if seen_now && !flags_sent {
             sep(&mut o);
-            o.extend_from_slice(format!("FLAGS {}", flags_str(&m.flags, recent)).as_bytes());
+            o.extend_from_slice(b"FLAGS ");
+            respond::flag_fetch_list(&mut o, &m.flags, recent);
         }
         o.extend_from_slice(b")\r\n");
         segs.push(Seg::Bytes(o));
@@ -2592,7 +2661,7 @@ impl Conn {
 
     async fn idle(&mut self, tag: &str) -> Step {
         self.updates(true).await?;
-        self.line("+ idling");
+        respond::continuation(&mut self.out, "idling");
         self.flush_out().await?;
         if self.out.capacity() > 4096 {
             self.out = Vec::new();
@@ -2622,7 +2691,7 @@ impl Conn {
                 r = self.fill(left) => match r {
                     Ok(Some(())) => {}
                     Ok(None) => {
-                        self.line("* BYE autologout: idle for too long");
+                        respond::bye(&mut self.out, None, "autologout: idle for too long");
                         let _ = self.flush_out().await;
                         break Err(Gone);
                     }
@@ -2643,9 +2712,9 @@ impl Conn {
         match result? {
             true => {
                 self.updates(true).await?;
-                self.tagged(tag, "OK IDLE terminated");
+                self.tagged(tag, Reply::ok("IDLE terminated"));
             }
-            false => self.tagged(tag, "BAD expected DONE"),
+            false => self.tagged(tag, Reply::bad("expected DONE")),
         }
         Ok(())
     }
@@ -2795,10 +2864,16 @@ async fn has_nul(f: &mut tokio::fs::File, start: u64, len: u64) -> std::io::Resu
     Ok(false)
 }
 
-/// Passwords in the clear only over TLS, from loopback, or where `service.allowplaintextauth`
-/// says so; otherwise the capabilities say LOGINDISABLED and LOGIN is refused.
-fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allow_plaintext: bool) -> bool {
-    tls || peer.is_loopback() || allow_plaintext
+/// Passwords in the clear only over TLS, from loopback (unless
+/// `local.service.imap.loopbackplaintext` is 0), or where `service.allowplaintextauth` says
+/// so; otherwise the capabilities say LOGINDISABLED and LOGIN is refused.
+fn plaintext_allowed(
+    tls: bool,
+    peer: std::net::IpAddr,
+    loopback: bool,
+    allow_plaintext: bool,
+) -> bool {
+    tls || (loopback && peer.is_loopback()) || allow_plaintext
 }
 
 /// The bytes a body section names (before any partial range); `None` when BINARY meets an
@@ -2888,42 +2963,12 @@ fn quote_fields(f: &[String]) -> String {
         .join(" ")
 }
 
-fn flags_str(f: &store_client::Flags, recent: bool) -> String {
-    let mut v: Vec<String> = f.to_vec().iter().map(ToString::to_string).collect();
-    if recent {
-        v.push("\\Recent".into());
-    }
-    format!("({})", v.join(" "))
-}
-
-fn flag_list_with(keywords: &[String], permanent: bool) -> String {
-    let mut v = vec!["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
-    v.extend(keywords.iter().map(String::as_str));
-    if permanent {
-        v.push("\\*");
-    }
-    format!("({})", v.join(" "))
-}
-
-fn quota_line(q: &store_client::Quota) -> String {
-    let mut res = Vec::new();
-    if let Some(l) = q.storage_limit {
-        res.push(format!(
-            "STORAGE {} {}",
-            q.storage_used.div_ceil(1024),
-            l / 1024
-        ));
-    }
-    if let Some(l) = q.message_limit {
-        res.push(format!("MESSAGE {} {l}", q.messages_used));
-    }
-    let mut root = Vec::new();
-    encode::string(&mut root, q.root.as_bytes());
-    format!(
-        "* QUOTA {} ({})",
-        String::from_utf8_lossy(&root),
-        res.join(" ")
-    )
+fn quota_data(out: &mut Vec<u8>, q: &store_client::Quota) {
+    let storage = q
+        .storage_limit
+        .map(|l| (q.storage_used.div_ceil(1024), l / 1024));
+    let messages = q.message_limit.map(|l| (q.messages_used, l));
+    respond::quota(out, &q.root, storage, messages);
 }
 
 /// `inbox` in any case is INBOX (RFC 9051 5.1), also as the first level of a path.
@@ -3023,10 +3068,14 @@ mod tests {
     fn plaintext_rule() {
         let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
         let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(!plaintext_allowed(false, remote, false));
-        assert!(plaintext_allowed(true, remote, false));
-        assert!(plaintext_allowed(false, remote, true));
-        assert!(plaintext_allowed(false, local, false));
+        assert!(!plaintext_allowed(false, remote, true, false));
+        assert!(plaintext_allowed(true, remote, true, false));
+        assert!(plaintext_allowed(false, remote, true, true));
+        assert!(plaintext_allowed(false, local, true, false));
+        // Loopback not trusted: like any address.
+        assert!(!plaintext_allowed(false, local, false, false));
+        assert!(plaintext_allowed(true, local, false, false));
+        assert!(plaintext_allowed(false, local, false, true));
     }
 
     #[test]

@@ -212,8 +212,9 @@ check(data == [b"(1)(2 3)(4)"], data)
 
 # QUOTA (RFC 9208).
 typ, data = m.getquotaroot("INBOX")
-check(data[0] == [b'INBOX "user/joe"'], data)
-check(data[1][0].startswith(b'"user/joe" ('), data)
+# imap-codec writes the root as an atom; a quoted string is the same astring (RFC 9208).
+check(data[0] in ([b'INBOX "user/joe"'], [b'INBOX user/joe']), data)
+check(data[1][0].startswith((b'"user/joe" (', b'user/joe (')), data)
 
 # ACL (RFC 4314): share a folder with bob; bob sees it under Other Users/.
 m.create("Shared")
@@ -286,7 +287,8 @@ fn raw_protocol_extensions() {
 
 const RAW_EXTENSIONS: &str = r#"
 r = Raw()
-check(r.greeting.startswith("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 "), r.greeting)
+# Capability names are case-insensitive (RFC 9051 section 4); imap-codec writes IMAP4REV1.
+check(r.greeting.upper().startswith("* OK [CAPABILITY IMAP4REV1 IMAP4REV2 "), r.greeting)
 # Malformed input: tagged BAD, or untagged BAD without a tag; the session goes on.
 u, t = r.cmd("a1", "FROBNICATE")
 check(t.startswith("a1 BAD"), t)
@@ -386,7 +388,7 @@ check(u == [" BINARY.SIZE[1] 4)"], u)
 u, t = r.cmd("e1", 'ID ("name" "raw")')
 check(u[0].startswith('* ID ("name" "msgsuite-imapd"'), u)
 u, t = r.cmd("e2", 'GETQUOTA "user/joe"')
-check(len(u) == 1 and re.match(r'\* QUOTA "user/joe" \(STORAGE [1-9]\d* 10240 MESSAGE 7 1000\)$', u[0]), u)
+check(len(u) == 1 and re.match(r'\* QUOTA "?user/joe"? \(STORAGE [1-9]\d* 10240 MESSAGE 7 1000\)$', u[0]), u)
 u, t = r.cmd("e3", "SETQUOTA \"user/joe\" (STORAGE 10)")
 check(t.startswith("e3 NO [NOPERM]"), t)
 # IDLE on our own change, then DONE.

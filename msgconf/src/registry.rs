@@ -395,6 +395,13 @@ pub static PARAMS: &[ParamSpec] = &[
         "1 = accept plaintext passwords on connections without TLS.",
     ),
     p(
+        "local.service.imap.loopbackplaintext",
+        Kind::Bool,
+        "1",
+        "1 = IMAP accepts plaintext passwords without TLS from loopback addresses, as secure \
+         local connections; 0 = loopback follows service.allowplaintextauth like any address.",
+    ),
+    p(
         "local.service.pop.exclusive",
         Kind::Bool,
         "0",
