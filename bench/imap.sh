@@ -8,7 +8,8 @@
 #
 # Measures, runs interleaved (ours, Dovecot, ours, ...), medians:
 #   1. the mixed workload of `imap-load mixed` (LOGIN, SELECT, UID FETCH FLAGS / ENVELOPE /
-#      BODY[], UID STORE, APPEND, UID EXPUNGE, LOGOUT) with 1 and 50 clients: operations/s;
+#      BODY[], UID STORE, APPEND, UID EXPUNGE, LOGOUT) with 1 and 50 clients: operations/s,
+#      and the server's CPU time (user + system, all its processes) per operation;
 #   2. SELECT + UID FETCH 1:* (FLAGS) on a folder of $BIG messages (default 1,000,000);
 #   3. the memory (sum of PSS, and RSS, over all the server's processes) per idle
 #      authenticated connection, with $IDLE connections to ours (default 10,000) and
@@ -18,7 +19,8 @@
 # Environment: USERS (50), MESSAGES per user (200), ROUNDS per session (5), CLIENTS ("1 50"),
 # BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), TESTS
 # ("mixed big idle": the parts to run), BUILD (1; 0 uses the release binaries already in
-# ${CARGO_TARGET_DIR:-target}/release), BENCH_DIR (/var/tmp/imap-bench).
+# ${CARGO_TARGET_DIR:-target}/release), IMAPD (the imapd binary to run, default the release
+# build there: an older build kept for a before/after), BENCH_DIR (/var/tmp/imap-bench).
 # The corpus under BENCH_DIR is kept and reused when USERS, MESSAGES and BIG are unchanged
 # (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never touches
 # the system's.
@@ -109,7 +111,7 @@ start_imapd() {
         kill "$IMAPD_PID" 2>/dev/null || true
         wait "$IMAPD_PID" 2>/dev/null || true
     fi
-    $T/imapd --root $B/msg --listen 127.0.0.1:$OUR_IMAP >>$B/imapd.out 2>>$B/imapd.err &
+    ${IMAPD:-$T/imapd} --root $B/msg --listen 127.0.0.1:$OUR_IMAP >>$B/imapd.out 2>>$B/imapd.err &
     IMAPD_PID=$!
     wait_port $OUR_IMAP
 }
@@ -200,6 +202,24 @@ mem_kb() {
     done
     echo $sum
 }
+# CPU time (clock ticks) of the server: utime + stime + cutime + cstime summed over its
+# process tree. For imapd that is its one process (all threads). For Dovecot, processes come
+# and go: a live process's own fields count its time so far (and its reaped children's), and
+# a process that exited and was reaped has added its whole time to its parent's cutime and
+# cstime (the master reaps every service process), so the sum over the live tree, taken
+# before and after a run, differs by exactly the CPU used meanwhile, whoever exited. The
+# fields after the ")" that ends the command name: utime is the 12th.
+cpu_ticks() {
+    local p f sum=0
+    for p in $(server_pids "$1"); do
+        f=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | awk '{print $12 + $13 + $14 + $15}' || true)
+        sum=$(( sum + ${f:-0} ))
+    done
+    echo $sum
+}
+# Busy and total jiffies of the whole machine (all CPUs), to show how saturated it was.
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
 sleep 2
 declare -A BASE_PROCS
 for who in $SIDES; do BASE_PROCS[$who]=$(server_pids $who | wc -w); done
@@ -217,9 +237,15 @@ done
 for c in $CLIENTS; do
     for run in $(seq 1 "$RUNS"); do
         for who in $SIDES; do
+            cpu0=$(cpu_ticks $who); read -r busy0 all0 < <(machine_ticks)
             out=$($T/imap-load mixed --addr 127.0.0.1:$(port_of $who) --clients $c --users $USERS \
                 --seconds "$SECS" --rounds "$ROUNDS" 2>$B/mixed-$who-$c-$run.txt)
-            echo "mixed $who $c clients run $run: $out" >&2
+            cpu1=$(cpu_ticks $who); read -r busy1 all1 < <(machine_ticks)
+            ops=$(echo "$out" | field ops)
+            cpu_op=$(awk "BEGIN {printf \"%.3f\", ($cpu1 - $cpu0) * 1000 / $HZ / ($ops > 0 ? $ops : 1)}")
+            busy=$(awk "BEGIN {printf \"%.0f\", ($busy1 - $busy0) * 100 / ($all1 - $all0)}")
+            echo "mixed $who $c clients run $run: $out server_cpu_s=$(awk "BEGIN {printf \"%.2f\", ($cpu1 - $cpu0) / $HZ}") cpu_ms_per_op=$cpu_op machine_busy=${busy}%" >&2
+            R[$who-cpu-$c]="${R[$who-cpu-$c]:-} $cpu_op"
             R[$who-ops-$c]="${R[$who-ops-$c]:-} $(echo "$out" | field ops_per_s)"
             R[$who-p99-$c]="${R[$who-p99-$c]:-} $(echo "$out" | field p99_ms)"
             R[$who-err-$c]=$(( ${R[$who-err-$c]:-0} + $(echo "$out" | field errors) + $(echo "$out" | field broken) ))
@@ -289,6 +315,7 @@ echo "|---|---|---|---|"
 for c in $CLIENTS; do
     row "mixed workload, $c client(s): operations/s" ops-$c
     row "mixed workload, $c client(s): p99 latency of one command, ms" p99-$c
+    row "mixed workload, $c client(s): server CPU per operation, ms" cpu-$c
 done
 [ "$BIG" -gt 0 ] && [[ " $TESTS " == *" big "* ]] && row "SELECT + UID FETCH 1:* (FLAGS), $BIG messages, ms" big
 [[ " $TESTS " == *" idle "* ]] && row "PSS per idle authenticated connection, KB (imapd ${R[ours-held]:-0} / Dovecot ${R[dovecot-held]:-0} connections)" pss

@@ -585,6 +585,10 @@ impl Session {
             SelectedFolder::open(this, name, folder, !writable, store)
         })
         .await
+        .map(|mut sel| {
+            sel.attach_watch();
+            sel
+        })
     }
 
     /// Quota roots of a folder with their limits and usage (RFC 9208 GETQUOTAROOT).

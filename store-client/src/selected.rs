@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use msgstore::{flag, FlagOp, MailboxName, Msg, Store};
+use msgstore::{flag, FlagOp, FolderState, MailboxName, Msg, Store};
 
+use crate::notify::{Token, Watcher};
 use crate::search::{self, SearchKey};
 use crate::types::{Flag, Flags};
 use crate::{blocking, ClientError, MessageStructure, Result, Session};
@@ -54,6 +55,125 @@ pub struct StoreResult {
     pub modified: Vec<u32>,
 }
 
+/// Folders up to this many messages keep a copy of every message's metadata in the session
+/// (about 64 bytes a message), so that FETCH of flags, dates and sizes is answered without a
+/// trip to the blocking pool while nothing changed; larger folders read the store each time.
+const META_CACHE_MAX: u64 = 4096;
+
+/// One message's metadata as of the cache's token.
+#[derive(Clone, Copy)]
+struct CachedMeta {
+    msg: Msg,
+    internal_date: i64,
+    size: u64,
+    save_date: i64,
+}
+
+/// The folder's live messages as of `token`, brought up to date by `poll`. Valid while the
+/// notifier's token for the folder is still `token`: writes by this process change it before
+/// they are acknowledged, other processes' within the notifier's poll interval (the same
+/// bound within which sessions learn of them at all).
+struct MetaCache {
+    token: Token,
+    /// The keyword table, empty slots included, as the bitmaps index it.
+    table: Vec<String>,
+    /// Live messages in UID order.
+    msgs: Vec<CachedMeta>,
+}
+
+fn token_of(s: &FolderState) -> Token {
+    (
+        s.header.generation,
+        s.header.highest_modseq,
+        s.header.record_count,
+    )
+}
+
+impl MetaCache {
+    fn cached(m: &Msg, r: &msgstore::index::Record) -> CachedMeta {
+        CachedMeta {
+            msg: *m,
+            internal_date: r.internal_date,
+            size: r.size,
+            save_date: r.save_date,
+        }
+    }
+
+    fn build(s: &FolderState, name: &str) -> msgstore::Result<MetaCache> {
+        let records = s.records(0, s.msgs.len(), name)?;
+        let msgs = s
+            .msgs
+            .iter()
+            .zip(&records)
+            .filter(|(m, _)| !m.is_expunged())
+            .map(|(m, r)| Self::cached(m, r))
+            .collect();
+        Ok(MetaCache {
+            token: token_of(s),
+            table: s.keywords.clone(),
+            msgs,
+        })
+    }
+
+    /// Apply every change with a modseq above `since` (the cache's own highest modseq).
+    fn update(&mut self, s: &FolderState, since: u64, name: &str) -> msgstore::Result<()> {
+        for m in s.msgs.iter().filter(|m| m.modseq > since) {
+            match self.msgs.binary_search_by_key(&m.uid, |c| c.msg.uid) {
+                Ok(i) if m.is_expunged() => {
+                    self.msgs.remove(i);
+                }
+                Ok(i) => self.msgs[i].msg = *m,
+                Err(_) if m.is_expunged() => {}
+                Err(i) => {
+                    let r = s.record(m.uid, name)?;
+                    self.msgs.insert(i, Self::cached(m, &r));
+                }
+            }
+        }
+        if self.table != s.keywords {
+            self.table = s.keywords.clone();
+        }
+        self.token = token_of(s);
+        Ok(())
+    }
+
+    /// Bring the cache (if any) up to date with `s`, or drop it when the folder is too large.
+    fn refresh(
+        cache: Option<MetaCache>,
+        s: &FolderState,
+        name: &str,
+    ) -> msgstore::Result<Option<MetaCache>> {
+        if s.header.exists > META_CACHE_MAX {
+            return Ok(None);
+        }
+        match cache {
+            Some(mut c) if c.token.0 == s.header.generation => {
+                let since = c.token.1;
+                c.update(s, since, name)?;
+                Ok(Some(c))
+            }
+            _ => MetaCache::build(s, name).map(Some),
+        }
+    }
+
+    fn meta(&self, uids: &[u32]) -> Vec<MessageMeta> {
+        uids.iter()
+            .filter_map(|&u| {
+                let i = self.msgs.binary_search_by_key(&u, |c| c.msg.uid).ok()?;
+                let c = &self.msgs[i];
+                Some(MessageMeta {
+                    uid: u,
+                    flags: flags_of(&c.msg, &self.table),
+                    modseq: c.msg.modseq,
+                    internal_date: c.internal_date,
+                    size: c.size,
+                    save_date: c.save_date,
+                })
+            })
+            .collect()
+    }
+}
+
 pub struct SelectedFolder {
     session: Session,
     name: MailboxName,
@@ -69,6 +189,9 @@ pub struct SelectedFolder {
     own: HashMap<u32, u64>,
     keywords: Vec<String>,
     first_unseen: Option<u32>,
+    /// Metadata of small folders, answered from memory while `watch` shows no change.
+    cache: Option<MetaCache>,
+    watch: Option<Watcher>,
 }
 
 fn flags_of(m: &Msg, keywords: &[String]) -> Flags {
@@ -126,6 +249,8 @@ impl SelectedFolder {
                     .cloned()
                     .collect(),
                 first_unseen,
+                cache: MetaCache::refresh(None, s, name.as_str())?,
+                watch: None,
             })
         })?;
         if !read_only {
@@ -182,6 +307,19 @@ impl SelectedFolder {
         self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
     }
 
+    /// Subscribe to the folder's changes, from the token read when it was opened (called
+    /// on the async side: the notifier's poller is a task).
+    pub(crate) fn attach_watch(&mut self) {
+        if let Some(c) = &self.cache {
+            let w = self
+                .session
+                .client
+                .notifier()
+                .watch_from(&self.name, c.token);
+            self.watch = Some(w);
+        }
+    }
+
     fn store(&self) -> std::sync::Arc<Store> {
         self.session.client.store().clone()
     }
@@ -194,6 +332,11 @@ impl SelectedFolder {
     /// Flags, modseq, dates and sizes of messages, in the order asked. Messages expunged
     /// meanwhile are left out.
     pub async fn fetch_meta(&self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
+        if let (Some(c), Some(w)) = (&self.cache, &self.watch) {
+            if w.token() == c.token && self.session.client.notifier().poller_fresh() {
+                return Ok(c.meta(uids));
+            }
+        }
         let store = self.store();
         let name = self.name.clone();
         let uids = uids.to_vec();
@@ -361,12 +504,17 @@ impl SelectedFolder {
         let (store, name) = (self.store(), self.name.clone());
         let since = self.modseq;
         let generation = self.generation;
+        let cache = self.cache.take();
+        let last_known = self.uids.last().copied().unwrap_or(0);
+        let claim = !self.read_only;
         enum Seen {
             Changed(Vec<Msg>),
             Full(Vec<Msg>),
         }
-        let (seen, highest, uidnext, gen, keywords) = blocking(move || {
-            Ok(store.with_state(&name, |s| {
+        // One trip to the blocking pool: the changes, the metadata cache brought up to date
+        // with them, and the \Recent claim when messages arrived.
+        let (seen, highest, uidnext, gen, keywords, cache, mark) = blocking(move || {
+            let (seen, highest, uidnext, gen, keywords, cache) = store.with_state(&name, |s| {
                 let seen = if s.header.generation != generation {
                     Seen::Full(s.live().copied().collect())
                 } else {
@@ -384,16 +532,30 @@ impl SelectedFolder {
                     .filter(|k| !k.is_empty())
                     .cloned()
                     .collect();
+                let cache = MetaCache::refresh(cache, s, name.as_str())?;
                 Ok((
                     seen,
                     s.header.highest_modseq,
                     s.header.uidnext,
                     s.header.generation,
                     kws,
+                    cache,
                 ))
-            })?)
+            })?;
+            let arrived = match &seen {
+                Seen::Changed(v) | Seen::Full(v) => {
+                    v.iter().any(|m| m.uid > last_known && !m.is_expunged())
+                }
+            };
+            let mark = if claim && arrived {
+                Some(store.claim_recent(&name)?)
+            } else {
+                None
+            };
+            Ok((seen, highest, uidnext, gen, keywords, cache, mark))
         })
         .await?;
+        self.cache = cache;
         let mut up = Update::default();
         let mut last_uid = self.uids.last().copied().unwrap_or(0);
         let mut arrived = Vec::new();
@@ -449,9 +611,7 @@ impl SelectedFolder {
             let new_uids: Vec<u32> = arrived.iter().map(|m| m.uid).collect();
             self.uids.extend(&new_uids);
             last_uid = *new_uids.last().unwrap_or(&last_uid);
-            if !self.read_only {
-                let (store, name) = (self.store(), self.name.clone());
-                let mark = blocking(move || Ok(store.claim_recent(&name)?)).await?;
+            if let Some(mark) = mark {
                 for u in new_uids {
                     if u > mark {
                         self.recent.insert(u);

@@ -408,3 +408,121 @@ async fn watcher_hears_changes_from_another_process_within_a_second() {
     let up = sel.poll(true).await.unwrap();
     assert_eq!(up.exists, Some(1));
 }
+
+/// Child process: set \Flagged on UID `T_UID` of joe's INBOX through its own StoreClient.
+#[test]
+#[ignore = "run by fetch_meta_from_memory_follows_every_change as a child process"]
+fn child_flag() {
+    let Ok(root) = std::env::var("T_ROOT") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = StoreClient::open(&root).await.unwrap();
+        let s = c.session_for("joe").await.unwrap();
+        let uid: u32 = std::env::var("T_UID").unwrap().parse().unwrap();
+        let mut sel = s.select("INBOX", false).await.unwrap();
+        sel.store_flags(&[uid], msgstore_flagop_add(), &[Flag::Flagged], None)
+            .await
+            .unwrap();
+    });
+    println!("FLAGGED");
+}
+
+/// A small folder's metadata is answered from the session's memory between changes; every
+/// change must still show: this process's at once, another process's within a second.
+#[tokio::test]
+async fn fetch_meta_from_memory_follows_every_change() {
+    let (d, c) = setup().await;
+    let s = c.session_for("joe").await.unwrap();
+    for i in 1..=3 {
+        s.append(
+            "INBOX",
+            mail(&format!("m{i}"), "x"),
+            &[],
+            Some(1_700_000_000 + i),
+        )
+        .await
+        .unwrap();
+    }
+    let mut a = s.select("INBOX", false).await.unwrap();
+    let mut b = s.select("INBOX", false).await.unwrap();
+    let metas = a.fetch_meta(&[1, 2, 3]).await.unwrap();
+    assert_eq!(metas.len(), 3);
+    assert!(metas.iter().all(|m| !m.flags.is_seen()));
+    assert_eq!(metas[2].internal_date, 1_700_000_003);
+
+    // Another session of this process, no poll in between: seen by the next fetch.
+    b.store_flags(
+        &[2],
+        msgstore_flagop_add(),
+        &[Flag::Seen, Flag::parse("$Later").unwrap()],
+        None,
+    )
+    .await
+    .unwrap();
+    let m = &a.fetch_meta(&[2]).await.unwrap()[0];
+    assert!(m.flags.is_seen());
+    assert_eq!(m.flags.keywords().collect::<Vec<_>>(), ["$Later"]);
+    // After a poll (the cache brought up to date), the same answer, twice.
+    a.poll(true).await.unwrap();
+    for _ in 0..2 {
+        let m = &a.fetch_meta(&[2]).await.unwrap()[0];
+        assert!(m.flags.is_seen());
+        assert_eq!(m.flags.keywords().collect::<Vec<_>>(), ["$Later"]);
+    }
+
+    // Arrivals and expunges through the cache's incremental update.
+    let new = s
+        .append(
+            "INBOX",
+            mail("m4", "x"),
+            &[Flag::Draft],
+            Some(1_700_000_004),
+        )
+        .await
+        .unwrap()
+        .uid;
+    b.store_flags(&[1], msgstore_flagop_add(), &[Flag::Deleted], None)
+        .await
+        .unwrap();
+    b.expunge(None).await.unwrap();
+    let up = a.poll(true).await.unwrap();
+    assert_eq!(up.vanished, [1]);
+    assert_eq!(up.exists, Some(3));
+    assert_eq!(
+        a.recent_count(),
+        3,
+        "\\Recent claimed for the arrival in the same poll"
+    );
+    let metas = a.fetch_meta(&[1, 2, 3, new]).await.unwrap();
+    assert_eq!(metas.iter().map(|m| m.uid).collect::<Vec<_>>(), [2, 3, new]);
+    assert_eq!(metas[2].internal_date, 1_700_000_004);
+    assert!(metas[2].size > 0);
+    let fresh = s.select("INBOX", true).await.unwrap();
+    assert_eq!(fresh.fetch_meta(&[2, 3, new]).await.unwrap(), metas);
+
+    // Another process: seen within a second, without a poll.
+    let m = &a.fetch_meta(&[3]).await.unwrap()[0];
+    assert!(!m.flags.contains(&Flag::Flagged));
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_flag", "--ignored", "--nocapture"])
+        .env("T_ROOT", d.path())
+        .env("T_UID", "3")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FLAGGED"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let m = &a.fetch_meta(&[3]).await.unwrap()[0];
+        if m.flags.contains(&Flag::Flagged) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another process's flag change not seen within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

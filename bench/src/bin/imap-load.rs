@@ -735,7 +735,8 @@ async fn mixed(a: MixedArgs) -> Result<()> {
         all.body_bytes as f64 / 1e6
     );
     println!(
-        "ops_per_s={:.0} sessions_per_s={:.1} p50_ms={:.2} p99_ms={:.2} errors={} broken={}",
+        "ops={} ops_per_s={:.0} sessions_per_s={:.1} p50_ms={:.2} p99_ms={:.2} errors={} broken={}",
+        every.len(),
         every.len() as f64 / secs,
         all.sessions as f64 / secs,
         pct(&every, 0.5),
