@@ -93,6 +93,9 @@ pub struct HttpContext {
     pub(crate) uploads: jmap::limits::Slots,
     /// EmailSubmission records kept per user.
     pub(crate) submissions: jmap::submission::Journal,
+    /// What folders held at the states handed out (Email/changes across deletions and
+    /// compactions).
+    pub(crate) ledger: jmap::Ledger,
 }
 
 impl HttpContext {
@@ -111,6 +114,7 @@ impl HttpContext {
             requests: jmap::limits::Slots::new(settings.max_concurrent_requests),
             uploads: jmap::limits::Slots::new(settings.max_concurrent_upload),
             submissions: jmap::submission::Journal::new(root),
+            ledger: jmap::Ledger::default(),
             settings,
         })
     }

@@ -762,6 +762,8 @@ struct Touched {
     expunged: bool,
     /// Recorded in the folder at the old state (UID below its old UIDNEXT).
     existed: bool,
+    /// Its ids when the ledger gave them (a record the store no longer holds).
+    ids: Option<store_client::ObjectIds>,
 }
 
 /// Emails changed since `since`. Messages are walked per folder as the state string keeps
@@ -774,29 +776,60 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
     // Pages of changes walk the folders in UIDVALIDITY order, the order of the state string.
     folders.sort_by_key(|f| f.uidvalidity);
     let now = ids::state_map(&folders);
-    if old
-        .iter()
-        .any(|(uv, st)| !now.contains_key(uv) && st.uidnext > 1)
-    {
-        // A folder that had held messages was deleted: which Emails it held is no longer
-        // recorded anywhere. One that never held any changed no Email (what it got after
-        // the old state and lost with it, the client never saw there).
-        return Err(MethodError::CannotCalculateChanges);
+    let mut count = 0usize;
+    let mut touched: Vec<(Folder, Vec<Touched>)> = Vec::new();
+    // Deleted folders: what they held at the old state is in the ledger when this process
+    // handed that state out; every such message is gone from there. They are always taken
+    // whole (the next state no longer names them). One that never held a message changed
+    // no Email (what it got after the old state and lost with it, the client never saw).
+    for (uv, st) in old.iter().filter(|(uv, _)| !now.contains_key(uv)) {
+        if st.uidnext <= 1 {
+            continue;
+        }
+        let note = req
+            .ctx
+            .ledger
+            .note_for(&req.user, *uv, st)
+            .ok_or(MethodError::CannotCalculateChanges)?;
+        let here: Vec<Touched> = note
+            .live_at(st)
+            .map(|(uid, n)| Touched {
+                uidvalidity: *uv,
+                uid,
+                expunged: true,
+                existed: true,
+                ids: Some(n.ids),
+            })
+            .collect();
+        count += here.len();
+        let gone = Folder {
+            name: String::new(),
+            uidvalidity: *uv,
+            status: Default::default(),
+            special_use: None,
+            subscribed: false,
+        };
+        touched.push((gone, here));
     }
     let index = req.session.email_index().await?;
     let max = max.unwrap_or(usize::MAX).max(1);
     let mut more = false;
     let mut reached = old.clone();
-    let mut count = 0usize;
-    let mut touched: Vec<(Folder, Vec<Touched>)> = Vec::new();
     for f in &folders {
         let cur = now[&f.uidvalidity];
         let prev = old.get(&f.uidvalidity).copied();
+        let mut compacted = None;
         if let Some(p) = prev {
             let unchanged = p.modseq == cur.modseq && p.uidnext == cur.uidnext;
             if p.generation != cur.generation && !unchanged {
-                // Compacted since: the records of what was expunged are gone.
-                return Err(MethodError::CannotCalculateChanges);
+                // Compacted since: the store dropped the records of what was expunged
+                // before; the ledger's note of the old generation still has them.
+                compacted = Some(
+                    req.ctx
+                        .ledger
+                        .note_for(&req.user, f.uidvalidity, &p)
+                        .ok_or(MethodError::CannotCalculateChanges)?,
+                );
             }
             if unchanged {
                 reached.insert(f.uidvalidity, cur);
@@ -815,8 +848,31 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
             .filter(|m| m.modseq > since_modseq || (prev.is_none() && !m.expunged))
             .collect();
         changed.sort_by_key(|m| (m.modseq, m.uid));
-        let mut cut: Option<u64> = None;
         let mut here = Vec::new();
+        if let (Some(note), Some(p)) = (&compacted, prev) {
+            // Messages there at the old state that the rewritten index no longer records:
+            // expunged since, their records dropped by the compaction.
+            let recorded: HashSet<u32> = snap.messages.iter().map(|m| m.uid).collect();
+            here.extend(
+                note.live_at(&p)
+                    .filter(|(uid, _)| !recorded.contains(uid))
+                    .map(|(uid, n)| Touched {
+                        uidvalidity: f.uidvalidity,
+                        uid,
+                        expunged: true,
+                        existed: true,
+                        ids: Some(n.ids),
+                    }),
+            );
+            // Across a compaction the folder is taken whole or not at all: a page cut
+            // inside it would have to name a state of the old generation.
+            if count > 0 && count + here.len() + changed.len() > max {
+                more = true;
+                break;
+            }
+            count += here.len();
+        }
+        let mut cut: Option<u64> = None;
         let mut i = 0;
         while i < changed.len() {
             let group = changed[i].modseq;
@@ -824,7 +880,7 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
                 .iter()
                 .take_while(|m| m.modseq == group)
                 .count();
-            if count > 0 && count + n > max && prev.is_some() {
+            if count > 0 && count + n > max && prev.is_some() && compacted.is_none() {
                 cut = Some(changed[i - 1].modseq.max(since_modseq));
                 break;
             }
@@ -834,6 +890,7 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
                     uid: m.uid,
                     expunged: m.expunged,
                     existed: m.uid < old_uidnext,
+                    ids: None,
                 });
             }
             count += n;
@@ -879,21 +936,29 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
     let mut existed: HashSet<EmailId> = HashSet::new();
     let mut order: Vec<EmailId> = Vec::new();
     for (f, list) in &touched {
-        if list.is_empty() {
-            continue;
-        }
-        let uids = list.iter().map(|t| t.uid).collect();
-        let named: HashMap<u32, store_client::ObjectIds> = req
-            .session
-            .object_ids(&f.name, uids, true)
-            .await?
-            .into_iter()
+        let uids: Vec<u32> = list
+            .iter()
+            .filter(|t| t.ids.is_none())
+            .map(|t| t.uid)
             .collect();
+        let named: HashMap<u32, store_client::ObjectIds> = if uids.is_empty() {
+            HashMap::new()
+        } else {
+            req.session
+                .object_ids(&f.name, uids, true)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for t in list {
-            let Some(ids) = named.get(&t.uid) else {
+            let found = t
+                .ids
+                .or_else(|| named.get(&t.uid).copied())
+                .or_else(|| req.ctx.ledger.ids_of(&req.user, t.uidvalidity, t.uid));
+            let Some(ids) = found.as_ref() else {
                 if t.expunged && t.existed {
-                    // Expunged before this process learnt its id (a message cached
-                    // before ids existed): what it destroyed cannot be told.
+                    // Expunged before any process learnt its id (a message cached before
+                    // ids existed, never noted here): what it destroyed cannot be told.
                     return Err(MethodError::CannotCalculateChanges);
                 }
                 continue;
@@ -907,6 +972,8 @@ async fn email_changes(req: &mut Req<'_>, since: &str, max: Option<usize>) -> MR
             debug_assert_eq!(t.uidvalidity, f.uidvalidity);
         }
     }
+    // The new state is handed out: what the folders hold at it is noted.
+    req.note(&folders).await;
     let mut out = Changes {
         created: vec![],
         updated: vec![],

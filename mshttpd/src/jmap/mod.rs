@@ -12,7 +12,9 @@
 pub mod blob;
 mod email;
 mod ids;
+mod ledger;
 pub(crate) mod limits;
+pub(crate) use ledger::Ledger;
 mod mailbox;
 pub mod push;
 pub(crate) mod submission;
@@ -235,9 +237,19 @@ impl<'a> Req<'a> {
         }
     }
 
-    /// The account's state string.
+    /// The account's state string; what the folders hold at it is noted for Email/changes.
     pub async fn state(&mut self) -> MResult<String> {
-        Ok(ids::state_of(&self.folders().await?))
+        let folders = self.folders().await?;
+        self.note(&folders).await;
+        Ok(ids::state_of(&folders))
+    }
+
+    /// Notes the folders in the ledger. Best effort: a note missing only means a later
+    /// cannotCalculateChanges, never a wrong answer.
+    pub async fn note(&mut self, folders: &[Folder]) {
+        if let Err(e) = ledger::note(self, folders).await {
+            tracing::debug!("ledger of {}: {e:?}", self.user);
+        }
     }
 
     /// Checks `accountId`.
