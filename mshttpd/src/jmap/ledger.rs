@@ -196,3 +196,88 @@ pub(crate) async fn note(req: &mut Req<'_>, folders: &[Folder]) -> MResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store_client::{EmailId, ThreadId};
+
+    fn noted(modseq: u64, expunged: bool, n: u8) -> Noted {
+        Noted {
+            modseq,
+            expunged,
+            ids: ObjectIds {
+                email: EmailId::of_message(&[n]),
+                thread: ThreadId::of_root(&[n]),
+            },
+        }
+    }
+
+    fn state(modseq: u64, uidnext: u32) -> FolderState {
+        FolderState {
+            generation: 1,
+            modseq,
+            uidnext,
+            name_sum: 0,
+        }
+    }
+
+    #[test]
+    fn a_note_tells_what_was_live_at_an_earlier_state() {
+        // Noted at modseq 20: UID 1 expunged at 5, UID 2 expunged at 15, UID 3 live,
+        // UID 4 appended at 12.
+        let note = Note {
+            modseq: 20,
+            uidnext: 5,
+            msgs: [
+                (1, noted(5, true, 1)),
+                (2, noted(15, true, 2)),
+                (3, noted(3, false, 3)),
+                (4, noted(12, false, 4)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // At modseq 10 (UIDNEXT 4): 2 and 3 were there; 1 was gone, 4 not yet.
+        let old = state(10, 4);
+        assert!(note.covers(&old));
+        let live: Vec<u32> = note.live_at(&old).map(|(u, _)| u).collect();
+        assert_eq!(live, vec![2, 3]);
+        // A state later than the note cannot be told from it.
+        assert!(!note.covers(&state(21, 5)));
+        assert!(!note.covers(&state(20, 6)));
+    }
+
+    #[test]
+    fn notes_keep_two_generations_and_forget_idle_users() {
+        let l = Ledger::default();
+        for g in 1..=3 {
+            l.store("joe", 7, g, Note::default());
+        }
+        let old = FolderState {
+            generation: 1,
+            ..state(0, 0)
+        };
+        assert!(
+            l.note_for("joe", 7, &old).is_none(),
+            "oldest generation dropped"
+        );
+        for g in 2..=3 {
+            let st = FolderState {
+                generation: g,
+                ..old
+            };
+            assert!(l.note_for("joe", 7, &st).is_some());
+        }
+        for i in 0..=USERS {
+            let user = format!("u{i}");
+            l.stale(&user, &[]);
+            l.store(&user, 1, 1, Note::default());
+        }
+        assert!(l.lock().0.len() <= USERS);
+        assert!(
+            !l.lock().0.contains_key("joe"),
+            "the least recently used went first"
+        );
+    }
+}
