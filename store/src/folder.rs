@@ -6,17 +6,18 @@
 //! `store.lck` (shared for reading, exclusive for writing), so the two can never deadlock.
 //! Writers release both before waiting for their group commit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use message_structure::MessageStructure;
 
 use crate::error::{IoContext, Result, StoreError};
-use crate::fsutil::{self, FileLock};
+use crate::fsutil::{self, FileLock, FlushTarget};
 use crate::index::{self, flag, Header, Record, RECORD_SIZE};
 use crate::journal::{self, Entry, JournalHeader};
 use crate::message::{now_secs, PreparedMessage};
@@ -85,7 +86,8 @@ pub struct FolderState {
     pub header: Header,
     pub keywords: Vec<String>,
     pub msgs: Vec<Msg>,
-    idx: File,
+    /// Shared with group-commit rounds, which flush it by descriptor.
+    idx: Arc<File>,
     idx_ino: u64,
     jnl: File,
     jnl_ino: u64,
@@ -238,19 +240,23 @@ fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
 }
 
 /// Group commit: writers that finished their index updates wait here for one round of
-/// flushes that covers them all: the message files recorded since the last round, the
-/// directories that gained names, the index and (when written) the flag journal, issued at
-/// once so that the filesystem folds them into one journal commit.
+/// flushes that covers them all: the directories that gained names, the index and (when
+/// written) the flag journal, plus message files recorded by other processes since the last
+/// round. A writer flushes its own message files itself, by descriptor, on its own thread
+/// and at the same time as the round (as each writer of the disk's own create-fsync-rename
+/// loop does): no hand-off to another thread, and many flushes in flight at once.
 ///
-/// A message's data is flushed in the same round as its index record, so the record may
-/// reach the disk first. The index header's `durable_uid` bounds the records for which that
-/// is possible, and after the machine restarts those are checked against their files
-/// (`Folder::verify_after_restart`): nothing acknowledged depends on that check, since a
-/// writer is answered only when its round, data included, is complete.
+/// A message's data can thus reach the disk after its index record. The index header's
+/// `durable_uid` bounds the records for which that is possible (it stays below any file
+/// still being flushed), and after the machine restarts those are checked against their
+/// files (`Folder::verify_after_restart`): nothing acknowledged depends on that check, since
+/// a writer is answered only when its own flush and a round covering it are both complete.
 #[derive(Default)]
 struct GroupCommit {
     m: Mutex<GcInner>,
     cv: Condvar,
+    /// Wakes a round's leader waiting for the writers queued behind the folder lock.
+    lead_cv: Condvar,
 }
 
 #[derive(Default)]
@@ -262,7 +268,7 @@ struct GcInner {
     /// The last write a round already started covers.
     started: u64,
     /// What the next round flushes.
-    files: Vec<PathBuf>,
+    files: Vec<FlushTarget>,
     dirs: HashSet<PathBuf>,
     journal: bool,
     /// UIDNEXT at the last note: once the next round is done, every message below it is durable.
@@ -279,11 +285,48 @@ struct GcInner {
     durable_uid: u32,
     /// Every message below this UID is durable or in some round's list of files.
     requested_uid: u32,
+    /// The index as the last write left it, flushed by descriptor in the next round.
+    index: Option<Arc<File>>,
+    /// Writers that entered `Folder::write`, and those of them past their note (or done
+    /// without writing): the difference are writers queued on, or holding, the folder lock.
+    entered: u64,
+    left: u64,
+    /// A leader is gathering the queued writers into its round: others wait for it.
+    forming: bool,
+    /// Messages whose writers are flushing their files themselves (outside any round): the
+    /// durable mark stays below the first of them.
+    unflushed: BTreeSet<u32>,
+    /// Every message below this UID has its directory entry and record on stable storage
+    /// (finished rounds); with no file flush outstanding below it, it is durable.
+    covered_uid: u32,
+}
+
+impl GcInner {
+    fn raise_durable_mark(&mut self) {
+        let below = self.unflushed.first().copied().unwrap_or(u32::MAX);
+        self.durable_uid = self.durable_uid.max(self.covered_uid.min(below));
+    }
+}
+
+/// A writer inside `Folder::write` until its note is taken (or it wrote nothing).
+struct Entered<'a>(&'a GroupCommit);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.inner();
+        g.left += 1;
+        if g.forming {
+            self.0.lead_cv.notify_all();
+        }
+    }
 }
 
 /// What a write under the folder lock leaves for its group-commit round.
 struct Note {
-    files: Vec<PathBuf>,
+    files: Vec<FlushTarget>,
+    /// Messages of this write whose files the writer flushes itself.
+    own: Vec<u32>,
+    index: Arc<File>,
     dirs: Vec<PathBuf>,
     journal: bool,
     uidnext: u32,
@@ -303,6 +346,7 @@ impl GroupCommit {
             g.uidvalidity = h.uidvalidity;
             g.durable_uid = 0;
             g.requested_uid = 0;
+            g.covered_uid = 0;
         }
         if h.boot_id == [0u8; 16] {
             // Written by a version that flushed every message before recording it (or
@@ -314,16 +358,26 @@ impl GroupCommit {
         h.durable_uid.max(g.requested_uid)
     }
 
+    /// Before taking the folder lock: count this writer as queued.
+    fn enter(&self) -> Entered<'_> {
+        self.inner().entered += 1;
+        Entered(self)
+    }
+
     /// Under the folder lock, after a write: queue its flushes; returns (sequence, epoch).
     fn note(&self, n: Note) -> (u64, u64) {
         let mut g = self.inner();
         g.written += 1;
         for f in &n.files {
-            if let Some(d) = f.parent() {
-                g.dirs.insert(d.to_path_buf());
+            if let FlushTarget::Path(p) = f {
+                if let Some(d) = p.parent() {
+                    g.dirs.insert(d.to_path_buf());
+                }
             }
         }
         g.files.extend(n.files);
+        g.unflushed.extend(n.own);
+        g.index = Some(n.index);
         g.dirs.extend(n.dirs);
         g.journal |= n.journal;
         g.uid_target = g.uid_target.max(n.uidnext);
@@ -331,11 +385,58 @@ impl GroupCommit {
         (g.written, g.epoch)
     }
 
+    /// Outside the folder lock, after a note: the writer flushes the files it still has open
+    /// itself, on its own thread (as a writer of the disk's own loop does), while a round
+    /// flushes the directory and the index. A failure is a failed round: nothing above the
+    /// durable mark counts any more.
+    fn flush_own(&self, files: &[(u32, Arc<File>)]) -> io::Result<()> {
+        let r = match files {
+            [] => Ok(()),
+            [(_, f)] => f.sync_data(),
+            many => {
+                let pending: Vec<_> = many
+                    .iter()
+                    .map(|(_, f)| fsutil::flush_in_background(FlushTarget::Open(f.clone())))
+                    .collect();
+                // Wait for every one, even after a failure: none may still be running after.
+                let mut result = Ok(());
+                for rx in pending {
+                    let r = rx
+                        .recv()
+                        .unwrap_or_else(|_| Err(io::Error::other("flusher thread gone")));
+                    result = result.and(r);
+                }
+                result
+            }
+        };
+        let mut g = self.inner();
+        for (uid, _) in files {
+            g.unflushed.remove(uid);
+        }
+        if r.is_ok() {
+            g.raise_durable_mark();
+        } else {
+            g.epoch += 1;
+            g.rounds.clear();
+            g.started = g.synced;
+            g.requested_uid = g.durable_uid;
+            g.covered_uid = g.durable_uid;
+            g.journal = true;
+            self.cv.notify_all();
+        }
+        r
+    }
+
     /// Wait until write `seq` is on stable storage. A writer not covered by a round already
     /// started starts one (up to `MAX_ROUNDS` at once: a new round's flushes join the
     /// filesystem's next journal commit while the current one is written).
+    ///
+    /// Before it takes its batch, a round's leader waits (briefly) for the writers queued
+    /// behind the folder lock at that moment: each holds the lock for a fraction of a flush,
+    /// and taking them into this round instead of the next halves the flushes they cost.
     fn wait(&self, seq: u64, epoch: u64, files: &FolderFiles) -> io::Result<()> {
-        const MAX_ROUNDS: usize = 4;
+        const MAX_ROUNDS: usize = 2;
+        const GATHER_AT_MOST: Duration = Duration::from_millis(1);
         let mut g = self.inner();
         loop {
             if g.synced >= seq {
@@ -344,9 +445,31 @@ impl GroupCommit {
             if g.epoch != epoch {
                 return Err(io::Error::other("an earlier flush of this folder failed"));
             }
-            if g.started >= seq || g.rounds.len() >= MAX_ROUNDS {
+            if g.started >= seq || g.forming || g.rounds.len() >= MAX_ROUNDS {
                 g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
                 continue;
+            }
+            if g.left < g.entered {
+                let queued_until = g.entered;
+                let deadline = Instant::now() + GATHER_AT_MOST;
+                g.forming = true;
+                while g.left < queued_until && g.epoch == epoch {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = self
+                        .lead_cv
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                g.forming = false;
+                // Writers that noted meanwhile but are not in this round may start their own.
+                self.cv.notify_all();
+                if g.synced >= seq || g.epoch != epoch || g.started >= seq {
+                    continue;
+                }
             }
             let id = g.next_round;
             g.next_round += 1;
@@ -355,10 +478,11 @@ impl GroupCommit {
             let msgs = std::mem::take(&mut g.files);
             let dirs: Vec<PathBuf> = g.dirs.drain().collect();
             let journal = std::mem::take(&mut g.journal);
+            let index = g.index.take();
             let round_epoch = g.epoch;
             g.rounds.insert(id, None);
             drop(g);
-            let r = flush_all(files, &msgs, &dirs, journal);
+            let r = flush_all(files, msgs, &dirs, journal, index);
             g = self.inner();
             if g.epoch == round_epoch {
                 match r {
@@ -368,7 +492,8 @@ impl GroupCommit {
                             let Some((w, u)) = *e.get() else { break };
                             e.remove();
                             g.synced = g.synced.max(w);
-                            g.durable_uid = g.durable_uid.max(u);
+                            g.covered_uid = g.covered_uid.max(u);
+                            g.raise_durable_mark();
                         }
                     }
                     Err(e) => {
@@ -379,6 +504,7 @@ impl GroupCommit {
                         g.rounds.clear();
                         g.started = g.synced;
                         g.requested_uid = g.durable_uid;
+                        g.covered_uid = g.durable_uid;
                         g.dirs.extend(dirs);
                         g.journal = true;
                         self.cv.notify_all();
@@ -395,29 +521,39 @@ impl GroupCommit {
 /// (when written) the journal, all in flight at once on the flusher threads.
 fn flush_all(
     files: &FolderFiles,
-    msgs: &[PathBuf],
+    mut targets: Vec<FlushTarget>,
     dirs: &[PathBuf],
     journal: bool,
+    index: Option<Arc<File>>,
 ) -> io::Result<()> {
-    let mut targets: Vec<(PathBuf, bool)> = msgs.iter().map(|p| (p.clone(), false)).collect();
-    targets.extend(dirs.iter().map(|d| (d.clone(), true)));
+    targets.extend(dirs.iter().cloned().map(FlushTarget::Dir));
     if journal {
-        targets.push((files.path(JNL), false));
+        targets.push(FlushTarget::Path(files.path(JNL)));
     }
+    // The index on this thread while the flusher threads do the rest, all in flight at once.
     let pending: Vec<_> = targets
         .into_iter()
-        .map(|(p, dir)| (fsutil::flush_in_background(p, dir), !dir))
+        .map(|t| {
+            let vanished_ok = matches!(t, FlushTarget::Path(_));
+            (fsutil::flush_in_background(t), vanished_ok)
+        })
         .collect();
-    // The index on this thread while the flusher threads do the rest.
-    let mut result = File::open(files.path(IDX)).and_then(|f| f.sync_data());
-    for (rx, file) in pending {
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            // A message file expunged and cleaned up meanwhile needs no flush.
-            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound && file => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(io::Error::other("flusher thread gone")),
-        }
+    let mut result = match index {
+        Some(f) => f.sync_data(),
+        None => File::open(files.path(IDX)).and_then(|f| f.sync_data()),
+    };
+    let mut check = |r: io::Result<()>, vanished_ok: bool| match r {
+        Ok(()) => {}
+        // A message file expunged and cleaned up meanwhile needs no flush.
+        Err(e) if vanished_ok && e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => result = Err(e),
+    };
+    for (rx, vanished_ok) in pending {
+        check(
+            rx.recv()
+                .unwrap_or_else(|_| Err(io::Error::other("flusher thread gone"))),
+            vanished_ok,
+        );
     }
     result
 }
@@ -530,7 +666,9 @@ impl Folder {
 
     /// Run `f` with the exclusive lock; wait for the group commit if `f` wrote anything.
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        let mut own = Vec::new();
         let (out, seq) = {
+            let _entered = self.commit.enter();
             let mut guard = self.lock_state();
             let _lock = FileLock::exclusive(&self.files.path(LCK))
                 .ctx(|| format!("locking {}", self.name))?;
@@ -545,6 +683,7 @@ impl Folder {
                 wrote: false,
                 journaled: false,
                 data_durable: false,
+                opened: Vec::new(),
             };
             let out = match f(&mut w) {
                 Ok(o) => o,
@@ -571,10 +710,15 @@ impl Folder {
                         let flushed = w.data_durable && m.uid >= uidnext_before;
                         !m.is_expunged() && !flushed
                     })
-                    .map(|m| self.files.message(m.uid))
+                    // This write's own files, still open, are flushed by the writer itself.
+                    .filter(|m| w.opened.binary_search_by_key(&m.uid, |(u, _)| *u).is_err())
+                    .map(|m| FlushTarget::Path(self.files.message(m.uid)))
                     .collect();
+                own = std::mem::take(&mut w.opened);
                 Some(self.commit.note(Note {
                     files,
+                    own: own.iter().map(|(u, _)| *u).collect(),
+                    index: s.idx.clone(),
                     dirs: std::mem::take(&mut w.dirs),
                     journal: w.journaled,
                     uidnext: s.header.uidnext,
@@ -585,6 +729,9 @@ impl Folder {
             (out, seq)
         };
         if let Some((seq, epoch)) = seq {
+            self.commit
+                .flush_own(&own)
+                .ctx(|| format!("flushing messages of {}", self.name))?;
             self.commit
                 .wait(seq, epoch, &self.files)
                 .ctx(|| format!("flushing {}", self.name))?;
@@ -745,7 +892,7 @@ impl Folder {
             header,
             keywords,
             msgs,
-            idx,
+            idx: Arc::new(idx),
             idx_ino,
             jnl,
             jnl_ino,
@@ -1070,6 +1217,8 @@ struct Writer<'a> {
     journaled: bool,
     /// The messages this write appended are already on stable storage (bulk import).
     data_durable: bool,
+    /// Files this write placed that are still open, by UID (ascending).
+    opened: Vec<(u32, Arc<File>)>,
 }
 
 impl Writer<'_> {
@@ -1240,6 +1389,9 @@ impl Writer<'_> {
                 },
             )?;
             m.mark_committed();
+            if let Some(f) = &m.file {
+                self.opened.push((uid, f.clone()));
+            }
             batch.uids.push(uid);
         }
         self.finish_batch(batch)
@@ -1493,7 +1645,7 @@ impl Writer<'_> {
         self.state.idx_ino = idx.metadata().ctx(|| format!("stat {}", self.name))?.ino();
         self.state.jnl_ino = jnl.metadata().ctx(|| format!("stat {}", self.name))?.ino();
         self.state.jnl_offset = jbuf.len() as u64;
-        self.state.idx = idx;
+        self.state.idx = Arc::new(idx);
         self.state.jnl = jnl;
         self.state.header = h;
         self.state.msgs = live.iter().map(Msg::from).collect();

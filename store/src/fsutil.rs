@@ -149,52 +149,59 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     }
 }
 
-type FlushJob = (PathBuf, bool, std::sync::mpsc::Sender<io::Result<()>>);
+/// What a group-commit round flushes: a file it still has open (no path lookup, no open and
+/// close per flush), a file by path (written by another process, or placed by a link), or a
+/// directory whose entries changed.
+pub enum FlushTarget {
+    Open(std::sync::Arc<File>),
+    Path(PathBuf),
+    Dir(PathBuf),
+}
+
+impl FlushTarget {
+    /// Flush on the calling thread.
+    pub fn flush_here(&self) -> io::Result<()> {
+        match self {
+            FlushTarget::Open(f) => f.sync_data(),
+            FlushTarget::Path(p) => File::open(p).and_then(|f| f.sync_data()),
+            FlushTarget::Dir(p) => sync_dir(p),
+        }
+    }
+}
+
+type FlushJob = (FlushTarget, std::sync::mpsc::Sender<io::Result<()>>);
 
 const FLUSHERS: usize = 16;
 
-/// Flush `path` (a directory when `dir`) on one of a few long-lived flusher threads; the
-/// result arrives on the returned channel. Spawning a thread per flush would cost more than
-/// a fast flush itself.
-pub fn flush_in_background(path: PathBuf, dir: bool) -> std::sync::mpsc::Receiver<io::Result<()>> {
+/// Flush `target` on one of a few long-lived flusher threads; the result arrives on the
+/// returned channel. Spawning a thread per flush would cost more than a fast flush itself.
+pub fn flush_in_background(target: FlushTarget) -> std::sync::mpsc::Receiver<io::Result<()>> {
     use std::sync::{mpsc, Mutex, OnceLock};
     static QUEUE: OnceLock<Mutex<mpsc::Sender<FlushJob>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<FlushJob>();
         let rx = std::sync::Arc::new(Mutex::new(rx));
-        // Enough threads that one group-commit round's message files are flushed all at
-        // once: their flushes then share one filesystem journal commit.
+        // Enough threads that one group-commit round's flushes are all in flight at once.
         for i in 0..FLUSHERS {
             let rx = rx.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("flusher-{i}"))
                 .spawn(move || loop {
                     let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((path, dir, reply)) = job else { return };
-                    let r = if dir {
-                        sync_dir(&path)
-                    } else {
-                        File::open(&path).and_then(|f| f.sync_data())
-                    };
-                    let _ = reply.send(r);
+                    let Ok((target, reply)) = job else { return };
+                    let _ = reply.send(target.flush_here());
                 });
         }
         Mutex::new(tx)
     });
     let (reply, rx) = mpsc::channel();
-    let sent =
-        queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send((path.clone(), dir, reply.clone()));
-    if sent.is_err() {
+    let sent = queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((target, reply));
+    if let Err(mpsc::SendError((target, reply))) = sent {
         // No flusher thread could be started: flush here.
-        let r = if dir {
-            sync_dir(&path)
-        } else {
-            File::open(&path).and_then(|f| f.sync_data())
-        };
-        let _ = reply.send(r);
+        let _ = reply.send(target.flush_here());
     }
     rx
 }

@@ -1,12 +1,13 @@
 //! Preparing a message for the store: line endings normalised to CRLF, the structure parsed
 //! once, the bytes written to a temporary file (with its writeback started) before the folder
-//! lock is taken. The file is flushed later, in the folder's group-commit round, together
-//! with the directory entry and index record of every message in the round.
+//! lock is taken. The file is flushed later by its writer, by descriptor, while the folder's
+//! group-commit round flushes the directory entry and the index record.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use message_structure::MessageStructure;
@@ -54,6 +55,8 @@ pub struct PreparedMessage {
     pub(crate) content_crc: u32,
     /// Already on stable storage (a bulk import's syncfs): the commit round need not flush it.
     pub(crate) data_durable: bool,
+    /// The file as written, kept open so that the commit round flushes it by descriptor.
+    pub(crate) file: Option<Arc<File>>,
     committed: bool,
 }
 
@@ -126,9 +129,10 @@ pub(crate) fn prepare(
         structure,
         content_crc: crc32fast::hash(&data),
         data_durable: false,
+        file: None,
         committed: false,
     };
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<File> {
         let mut f = File::options()
             .write(true)
             .create_new(true)
@@ -144,9 +148,14 @@ pub(crate) fn prepare(
         if !bulk {
             crate::fsutil::start_writeback(&f);
         }
-        Ok(())
+        Ok(f)
     };
-    write().ctx(|| format!("writing message into {}", dir.display()))?;
+    let f = write().ctx(|| format!("writing message into {}", dir.display()))?;
+    // A bulk import's files are flushed by one syncfs: holding thousands open would only
+    // spend descriptors.
+    if !bulk {
+        prepared.file = Some(Arc::new(f));
+    }
     prepared.committed = false;
     Ok(prepared)
 }

@@ -27,6 +27,9 @@ pub const SPECIAL_USE_FOLDERS: &[(&str, &str)] = &[
     ("Archive", "\\Archive"),
 ];
 
+/// The most messages of one append whose files stay open until their commit round.
+const KEEP_OPEN_MAX: usize = 16;
+
 /// The store's settings, from `config/msg.conf`.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -283,7 +286,13 @@ impl Store {
     }
 
     fn folder(&self, name: &MailboxName) -> Result<Arc<Folder>> {
-        let dir = self.folder_dir(name)?;
+        let entry = self.entry(name)?;
+        self.folder_of(name, &entry)
+    }
+
+    /// The folder of an entry already read (one database lookup fewer).
+    fn folder_of(&self, name: &MailboxName, entry: &MailboxEntry) -> Result<Arc<Folder>> {
+        let dir = layout::folder_dir(&self.partition_path(&entry.partition)?, name);
         let mut cache = self.folders.lock().unwrap_or_else(|p| p.into_inner());
         Ok(cache.get(name.as_str(), dir))
     }
@@ -710,13 +719,16 @@ impl Store {
     ) -> Result<(u32, Vec<u32>)> {
         let entry = self.entry(name)?;
         let cfg = self.config();
-        let folder = self.folder(name)?;
+        let folder = self.folder_of(name, &entry)?;
         let total: u64 = msgs.iter().map(|m| m.data.len() as u64).sum();
         self.check_quota(&entry.quota_root, total, msgs.len() as u64)?;
         let staging = folder.staging_dir()?;
         let mut prepared = Vec::with_capacity(msgs.len());
+        // Each file stays open until its commit round flushes it, unless the batch is large
+        // (a MULTIAPPEND of thousands): then descriptors would run out first.
+        let keep_open = msgs.len() <= KEEP_OPEN_MAX;
         for m in msgs {
-            prepared.push(message::prepare(
+            let mut p = message::prepare(
                 &staging,
                 &m.data,
                 m.internal_date,
@@ -724,7 +736,11 @@ impl Store {
                 m.keywords,
                 cfg.max_message_size,
                 bulk,
-            )?);
+            )?;
+            if !keep_open {
+                p.file = None;
+            }
+            prepared.push(p);
         }
         if bulk {
             crate::fsutil::sync_filesystem(&folder.files.dir)
@@ -765,7 +781,7 @@ impl Store {
         force: bool,
     ) -> Result<Vec<Expunged>> {
         let entry = self.entry(name)?;
-        let gone = self.folder(name)?.expunge(uids, force)?;
+        let gone = self.folder_of(name, &entry)?.expunge(uids, force)?;
         let bytes: u64 = gone.iter().map(|g| g.size).sum();
         self.add_usage(&entry.quota_root, -(bytes as i64), -(gone.len() as i64))?;
         Ok(gone)

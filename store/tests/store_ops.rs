@@ -696,3 +696,32 @@ fn records_whose_data_a_power_loss_took_are_dropped_after_a_restart() {
     let s = msgstore::Store::open(d.path()).unwrap();
     assert_eq!(s.status(&inbox).unwrap().messages, 7);
 }
+
+/// Writers flush their own message files outside the group-commit round: once they are all
+/// answered, the durable mark must have caught up with every one of them (a mark left
+/// behind would make the first start after a reboot re-check messages for nothing).
+#[test]
+fn durable_mark_covers_every_acknowledged_append_of_concurrent_writers() {
+    use msgstore::index::{self, Header};
+    let (_d, s) = store();
+    let inbox = name("user/gc/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..8 {
+            let (s, inbox) = (&s, &inbox);
+            sc.spawn(move || {
+                for i in 0..40 {
+                    s.append(inbox, vec![msg(&format!("t{t} m{i}"))]).unwrap();
+                }
+            });
+        }
+    });
+    // The mark reaches the header with the next write.
+    let (_, last) = s.append(&inbox, vec![msg("last")]).unwrap();
+    assert_eq!(last, [321]);
+    let idx = s.folder_dir(&inbox).unwrap().join("store.idx");
+    let hb = std::fs::read(idx).unwrap();
+    let h = Header::decode(&hb[..index::HEADER_SIZE], "x").unwrap();
+    assert_eq!(h.exists, 321);
+    assert!(h.durable_uid >= 321, "durable mark {}", h.durable_uid);
+}
