@@ -25,6 +25,12 @@ use super::{Folder, MResult, Req};
 const USERS: usize = 64;
 /// Generations noted per folder.
 const GENERATIONS: usize = 2;
+/// A folder of more records is not noted: noting costs a snapshot of the whole folder each
+/// time it moves, and memory for each record (about 80 bytes). Across a deletion or
+/// compaction of such a folder, Email/changes answers cannotCalculateChanges.
+const MAX_FOLDER_RECORDS: usize = 20_000;
+/// Records noted across all users (about 80 MB): least recently used users go first.
+const MAX_RECORDS: usize = 1_000_000;
 
 /// One record of a folder as noted.
 #[derive(Clone, Copy, Debug)]
@@ -121,6 +127,13 @@ impl Ledger {
         out
     }
 
+    /// A folder too large to note: what was noted of it goes.
+    fn forget(&self, user: &str, uidvalidity: u32) {
+        if let Some(mine) = self.lock().0.get_mut(user) {
+            mine.folders.remove(&uidvalidity);
+        }
+    }
+
     fn store(&self, user: &str, uidvalidity: u32, generation: u64, note: Note) {
         let mut g = self.lock();
         let mine = g.0.entry(user.to_owned()).or_default();
@@ -129,14 +142,23 @@ impl Ledger {
         while gens.len() > GENERATIONS {
             gens.pop_first();
         }
-        if g.0.len() > USERS {
-            if let Some(oldest) =
+        let records = |g: &HashMap<String, UserNotes>| -> usize {
+            g.values()
+                .flat_map(|u| u.folders.values())
+                .flat_map(|gens| gens.values())
+                .map(|n| n.msgs.len())
+                .sum()
+        };
+        while g.0.len() > USERS || (g.0.len() > 1 && records(&g.0) > MAX_RECORDS) {
+            let Some(oldest) =
                 g.0.iter()
+                    .filter(|(k, _)| k.as_str() != user)
                     .min_by_key(|(_, u)| u.used)
                     .map(|(k, _)| k.clone())
-            {
-                g.0.remove(&oldest);
-            }
+            else {
+                break;
+            };
+            g.0.remove(&oldest);
         }
     }
 }
@@ -146,7 +168,15 @@ pub(crate) async fn note(req: &mut Req<'_>, folders: &[Folder]) -> MResult<()> {
     let ledger = &req.ctx.ledger;
     let user = req.user.clone();
     for (f, before) in ledger.stale(&user, folders) {
+        if f.status.messages as usize > MAX_FOLDER_RECORDS {
+            ledger.forget(&user, f.uidvalidity);
+            continue;
+        }
         let snap = req.snapshot(&f).await?;
+        if snap.messages.len() > MAX_FOLDER_RECORDS {
+            ledger.forget(&user, f.uidvalidity);
+            continue;
+        }
         // A folder whose generation moved under the snapshot is noted next time.
         if snap.uidvalidity != f.uidvalidity {
             continue;
@@ -278,6 +308,64 @@ mod tests {
         assert!(
             !l.lock().0.contains_key("joe"),
             "the least recently used went first"
+        );
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+    use store_client::{EmailId, ThreadId};
+
+    fn big_note(records: u32) -> Note {
+        let ids = ObjectIds {
+            email: EmailId::of_message(b"x"),
+            thread: ThreadId::of_root(b"x"),
+        };
+        Note {
+            modseq: 1,
+            uidnext: records + 1,
+            msgs: (1..=records)
+                .map(|uid| {
+                    let n = Noted {
+                        modseq: 1,
+                        expunged: false,
+                        ids,
+                    };
+                    (uid, n)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn total_records_stay_under_the_cap_by_dropping_idle_users() {
+        let l = Ledger::default();
+        let per_user = (MAX_RECORDS / 4) as u32;
+        let st = FolderState {
+            generation: 1,
+            modseq: 1,
+            uidnext: per_user + 1,
+            name_sum: 0,
+        };
+        for u in 0..6 {
+            // Using a user makes it the most recent.
+            l.stale(&format!("u{u}"), &[]);
+            l.store(&format!("u{u}"), 1, 1, big_note(per_user));
+        }
+        let g = l.lock();
+        let total: usize =
+            g.0.values()
+                .flat_map(|u| u.folders.values())
+                .flat_map(|gens| gens.values())
+                .map(|n| n.msgs.len())
+                .sum();
+        assert!(total <= MAX_RECORDS, "{total} records kept");
+        drop(g);
+        assert!(l.note_for("u5", 1, &st).is_some(), "the latest user kept");
+        assert!(
+            l.note_for("u0", 1, &st).is_none(),
+            "the idlest user dropped"
         );
     }
 }
