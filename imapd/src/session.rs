@@ -1267,8 +1267,7 @@ impl Conn {
                     .as_ref()
                     .map(|s| s.resolve(sel.folder.uidnext()));
                 match vanished_earlier(&sel.folder, q.modseq, known.as_deref()).await {
-                    Ok(v) if !v.is_empty() => self.line(&format!("* VANISHED (EARLIER) {v}")),
-                    Ok(_) => {}
+                    Ok(v) => respond::vanished(&mut self.out, true, &v),
                     Err(e) => warn!("VANISHED for {name}: {e}"),
                 }
                 let uids = sel.folder.uids().to_vec();
@@ -2250,8 +2249,7 @@ impl Conn {
                 _ => set.resolve(self.sel().folder.uidnext()),
             };
             match vanished_earlier(&self.sel().folder, cs, Some(&ranges)).await {
-                Ok(v) if !v.is_empty() => self.line(&format!("* VANISHED (EARLIER) {v}")),
-                Ok(_) => {}
+                Ok(v) => respond::vanished(&mut self.out, true, &v),
                 Err(e) => warn!("VANISHED: {e}"),
             }
         }
@@ -2726,9 +2724,9 @@ async fn vanished_earlier(
     folder: &SelectedFolder,
     modseq: u64,
     known: Option<&[(u32, u32)]>,
-) -> Result<String, ClientError> {
+) -> Result<Vec<(u32, u32)>, ClientError> {
     if modseq >= folder.highest_modseq() {
-        return Ok(String::new());
+        return Ok(Vec::new());
     }
     let recorded = folder.vanished_since(0).await?;
     let after = folder.vanished_since(modseq).await?;
@@ -2739,9 +2737,13 @@ async fn vanished_earlier(
     present.extend_from_slice(&recorded);
     present.sort_unstable();
     present.dedup();
-    let r =
-        crate::qresync::vanished_ranges(folder.uidnext(), known, &present, &after, gaps_possible);
-    Ok(crate::qresync::format_ranges(&r))
+    Ok(crate::qresync::vanished_ranges(
+        folder.uidnext(),
+        known,
+        &present,
+        &after,
+        gaps_possible,
+    ))
 }
 
 /// Ascending UIDs as ranges.
