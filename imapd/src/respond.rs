@@ -13,15 +13,14 @@
 //!   SERVERBUG, LIMIT, NOPERM, INUSE, EXPUNGEISSUED, CORRUPTION, PRIVACYREQUIRED, and
 //!   MAILBOXID, RFC 8474); continuation requests; CAPABILITY, ENABLED, FLAGS, EXISTS, RECENT,
 //!   EXPUNGE, VANISHED, SEARCH, SORT, plain LIST and LSUB, STATUS (when no item is MAILBOXID
-//!   or APPENDLIMIT), NAMESPACE, ID, QUOTA (with at least one resource), QUOTAROOT.
+//!   or APPENDLIMIT), NAMESPACE, ID, QUOTA (with at least one resource), QUOTAROOT, THREAD.
 //! - our own, not covered by imap-codec: ESEARCH/ESORT (`ext/esearch.rs`), LIST with
 //!   CHILDINFO (LIST-EXTENDED) and STATUS with MAILBOXID or APPENDLIMIT (LIST-STATUS uses
 //!   the same STATUS lines), QUOTA of a root without limits (`()`, which RFC 2087 allowed and
 //!   imap-types cannot hold), APPENDUID with MULTIAPPEND's UID set, HIGHESTMODSEQ 0 of a
 //!   folder that never changed (as `Code::Other`), ACL responses (`ext/acl.rs`), FETCH
 //!   PREVIEW, EMAILID, THREADID, SAVEDATE, BINARY and BINARY.SIZE, and literals streamed
-//!   from the message file (imap-codec needs the whole literal in memory). THREAD is
-//!   covered by imap-types but still ours (`order::format_threads`): not converted yet.
+//!   from the message file (imap-codec needs the whole literal in memory).
 //! - covers, but too slow for the hot path (`examples/encode_bench.rs`, figures in
 //!   docs/BENCHMARKS.md "Response encoding"): FETCH response lines. `* n FETCH (FLAGS (...)
 //!   UID u)`, sent for every message of FETCH 1:* (FLAGS) and by every STORE, costs
@@ -49,11 +48,14 @@ use std::borrow::Cow;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use imap_codec::encode::{Encoded, Encoder, Fragment};
-use imap_codec::imap_types::core::{AString, Atom, IString, NString, QuotedChar, Tag, Text, Vec1};
+use imap_codec::imap_types::core::{
+    AString, Atom, IString, NString, QuotedChar, Tag, Text, Vec1, Vec2,
+};
 use imap_codec::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEnvelope};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
+use imap_codec::imap_types::extensions::thread::Thread;
 use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_codec::imap_types::flag::{Flag as ImapFlag, FlagFetch, FlagNameAttribute, FlagPerm};
 use imap_codec::imap_types::mailbox::Mailbox;
@@ -876,6 +878,55 @@ pub fn code_from_text(s: &str) -> Option<Code<'static>> {
     }
 }
 
+/// `* THREAD (...)...` (RFC 5256) from our thread trees; `map` turns a UID into the number
+/// the client asked for (a message expunged meanwhile maps to 0 and is left out, its
+/// place kept by its children).
+pub fn thread(out: &mut Vec<u8>, threads: &[crate::order::Node], map: &dyn Fn(u32) -> u32) {
+    let v: Vec<Thread> = threads.iter().filter_map(|t| thread_of(t, map)).collect();
+    respond(out, &Response::Data(Data::Thread(v)));
+}
+
+fn thread_of(n: &crate::order::Node, map: &dyn Fn(u32) -> u32) -> Option<Thread> {
+    // A chain of single children is the thread's prefix; the node where it branches
+    // gives the answers.
+    let mut prefix = Vec::new();
+    let mut cur = n;
+    loop {
+        if let Some(u) = cur.uid.and_then(|u| NonZeroU32::new(map(u))) {
+            prefix.push(u);
+        }
+        match cur.children.as_slice() {
+            [only] => cur = only,
+            _ => break,
+        }
+    }
+    let mut answers: Vec<Thread> = cur
+        .children
+        .iter()
+        .filter_map(|c| thread_of(c, map))
+        .collect();
+    let answers = if answers.len() == 1 {
+        // Left with one branch (the others were expunged): it continues the chain.
+        match answers.pop() {
+            Some(Thread::Members {
+                prefix: more,
+                answers,
+            }) => {
+                prefix.extend(more);
+                answers
+            }
+            Some(Thread::Nested { answers }) => Some(answers),
+            None => None,
+        }
+    } else {
+        Vec2::try_from(answers).ok()
+    };
+    match Vec1::try_from(prefix) {
+        Ok(prefix) => Some(Thread::Members { prefix, answers }),
+        Err(_) => answers.map(|answers| Thread::Nested { answers }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Equivalence: for every kind of response the bytes imap-codec writes are what RFC 9051
@@ -1210,5 +1261,56 @@ mod tests {
         assert_eq!(String::from_utf8(ours).unwrap(), codec);
         assert!(codec.contains(")(NIL NIL NIL NIL)(NIL"), "{codec}");
         assert!(codec.contains("{23}\r\nGrüße"), "{codec}");
+    }
+
+    fn node(uid: Option<u32>, children: Vec<crate::order::Node>) -> crate::order::Node {
+        crate::order::Node { uid, children }
+    }
+
+    #[test]
+    fn thread_same_bytes_as_ours() {
+        let leaf = |u| node(Some(u), vec![]);
+        let forests = vec![
+            // RFC 5256's example: (3 6 (4 23)(44 7 96)).
+            vec![node(
+                Some(3),
+                vec![node(
+                    Some(6),
+                    vec![
+                        node(Some(4), vec![leaf(23)]),
+                        node(Some(44), vec![node(Some(7), vec![leaf(96)])]),
+                    ],
+                )],
+            )],
+            vec![
+                node(Some(1), vec![node(Some(2), vec![leaf(3), leaf(4)])]),
+                leaf(5),
+            ],
+            // Dummy parents: at the top, and in the middle of a chain.
+            vec![node(None, vec![node(Some(3), vec![leaf(6)]), leaf(5)])],
+            vec![node(Some(1), vec![node(None, vec![leaf(8), leaf(9)])])],
+            vec![node(
+                None,
+                vec![node(None, vec![leaf(1), leaf(2)]), leaf(3)],
+            )],
+            vec![],
+        ];
+        let id = |u: u32| u;
+        for f in &forests {
+            let ours = format!("* THREAD {}", crate::order::format_threads(f, &id));
+            let ours = format!("{}\r\n", ours.trim_end());
+            assert_eq!(with(|o| thread(o, f, &id)), ours);
+        }
+        // A message expunged meanwhile (number 0) is left out; its children keep its place.
+        let gone = |u: u32| if u == 6 { 0 } else { u };
+        assert_eq!(
+            with(|o| thread(o, &forests[0], &gone)),
+            "* THREAD (3 (4 23)(44 7 96))\r\n"
+        );
+        let gone = |u: u32| if u == 4 || u == 23 { 0 } else { u };
+        assert_eq!(
+            with(|o| thread(o, &forests[0], &gone)),
+            "* THREAD (3 6 44 7 96)\r\n"
+        );
     }
 }

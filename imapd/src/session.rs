@@ -2049,10 +2049,11 @@ impl Conn {
             }
         };
         let threads = crate::order::thread(items, algorithm);
-        let f = &self.sel().folder;
-        let map = |u: u32| if uid { u } else { f.seq_of(u).unwrap_or(0) };
-        let l = format!("* THREAD {}", crate::order::format_threads(&threads, &map));
-        self.line(l.trim_end());
+        if let Some(sel) = self.selected.as_ref() {
+            let f = &sel.folder;
+            let map = |u: u32| if uid { u } else { f.seq_of(u).unwrap_or(0) };
+            respond::thread(&mut self.out, &threads, &map);
+        }
         self.updates(uid).await?;
         self.tagged(tag, Reply::ok("THREAD completed"));
         Ok(())
