@@ -124,6 +124,28 @@ fn main() {
         &[("own", own), ("imap-codec", codec)],
     );
 
+    // FETCH (BODYSTRUCTURE) of a multipart/alternative message with an attachment.
+    let msg = b"From: a@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n\
+Content-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--i\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n<p>hello</p>\r\n--i--\r\n--o\r\n\
+Content-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--o--\r\n";
+    let st = message_structure::MessageStructure::parse(msg);
+    let own = time(n, &mut buf, |o| {
+        o.extend_from_slice(b"* 137 FETCH (BODYSTRUCTURE ");
+        imapd::encode::body_structure(o, &st.body, true);
+        o.extend_from_slice(b")\r\n");
+    });
+    let codec = time(n, &mut buf, |o| {
+        respond::fetch_body_structure_codec(o, 137, &st.body)
+    });
+    report(
+        "* 137 FETCH (BODYSTRUCTURE (...)) (4 parts)",
+        &[("own", own), ("imap-codec", codec)],
+    );
+
     // FETCH BODY.PEEK[] of a 10 KB message held in memory (bigger ones are streamed from
     // the file, which imap-codec cannot do: it needs the whole literal).
     let body = vec![b'x'; 10 * 1024];
