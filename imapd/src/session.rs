@@ -108,6 +108,10 @@ struct Conn {
     saved: Vec<u32>,
     /// Discarding the rest of an over-long line.
     discarding: bool,
+    /// A FETCH response line's buffer and segment list, kept between lines (small ones
+    /// only) so FETCH 1:* does not allocate per message.
+    fetch_line: Vec<u8>,
+    fetch_segs: Vec<Seg>,
 }
 
 /// Serve one IMAP session on `stream` until LOGOUT, EOF, timeout or error.
@@ -129,6 +133,8 @@ where
         enabled: Enabled::default(),
         saved: Vec::new(),
         discarding: false,
+        fetch_line: Vec::new(),
+        fetch_segs: Vec::new(),
     };
     let _ = conn.run().await;
     if let Some(mut c) = conn.capture.take() {
@@ -2382,11 +2388,18 @@ impl Conn {
     /// Send one planned FETCH response: its bytes, and large literals streamed from the
     /// message file in [`STREAM_CHUNK`] pieces, so a session never holds a big message.
     async fn emit(&mut self, out: FetchOut) -> Step {
-        let FetchOut { segs, file, .. } = out;
+        let FetchOut { mut segs, file, .. } = out;
         let mut file = file;
-        for seg in segs {
+        for seg in segs.drain(..) {
             match seg {
-                Seg::Bytes(b) => self.out.extend_from_slice(&b),
+                Seg::Bytes(mut b) => {
+                    self.out.extend_from_slice(&b);
+                    // Kept for the next line when small: an idle session stays small.
+                    if b.capacity() <= 1024 {
+                        b.clear();
+                        self.fetch_line = b;
+                    }
+                }
                 Seg::Stream { start, len } => {
                     let Some(f) = file.as_mut() else {
                         return Err(Gone);
@@ -2397,6 +2410,9 @@ impl Conn {
             if self.out.len() > OUT_CHUNK {
                 self.flush_out().await?;
             }
+        }
+        if segs.capacity() <= 8 {
+            self.fetch_segs = segs;
         }
         Ok(())
     }
@@ -2439,6 +2455,11 @@ impl Conn {
         seen_now: bool,
     ) -> Result<FetchOut, ClientError> {
         let rev2 = self.enabled.rev2;
+        let mut segs = std::mem::take(&mut self.fetch_segs);
+        segs.clear();
+        let mut o = std::mem::take(&mut self.fetch_line);
+        o.clear();
+        o.reserve(128);
         let sel = self
             .selected
             .as_ref()
@@ -2447,9 +2468,7 @@ impl Conn {
         let Some(seq) = f.seq_of(m.uid) else {
             return Ok(FetchOut::default());
         };
-        let mut segs: Vec<Seg> = Vec::new();
         let mut file: Option<tokio::fs::File> = None;
-        let mut o = Vec::with_capacity(128);
         o.extend_from_slice(b"* ");
         respond::push_u64(&mut o, seq.into());
         o.extend_from_slice(b" FETCH (");
