@@ -286,6 +286,21 @@ impl Store {
     }
 
     fn folder(&self, name: &MailboxName) -> Result<Arc<Folder>> {
+        // A folder open here recently whose index is still in place is still that mailbox:
+        // a mailbox deleted, renamed or moved to another partition (by any process) takes
+        // its files with it, and one recreated under the same name is reloaded by the
+        // folder's own refresh (the index changed). So the database, a query on a shared
+        // connection, need not be asked on every command.
+        let cached = self
+            .folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peek(name.as_str());
+        if let Some(f) = cached {
+            if std::fs::symlink_metadata(f.files.path(crate::folder::IDX)).is_ok() {
+                return Ok(f);
+            }
+        }
         let entry = self.entry(name)?;
         self.folder_of(name, &entry)
     }
@@ -992,6 +1007,16 @@ struct FolderCache {
 
 impl FolderCache {
     const CAPACITY: usize = 128;
+
+    /// The folder cached under `name`, if any.
+    fn peek(&mut self, name: &str) -> Option<Arc<Folder>> {
+        self.clock += 1;
+        let now = self.clock;
+        self.map.get_mut(name).map(|(f, used)| {
+            *used = now;
+            f.clone()
+        })
+    }
 
     fn get(&mut self, name: &str, dir: PathBuf) -> Arc<Folder> {
         self.clock += 1;

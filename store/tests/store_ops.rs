@@ -725,3 +725,43 @@ fn durable_mark_covers_every_acknowledged_append_of_concurrent_writers() {
     assert_eq!(h.exists, 321);
     assert!(h.durable_uid >= 321, "durable mark {}", h.durable_uid);
 }
+
+/// A folder this process has open is found again without the mailbox database, and still
+/// follows what another process does to it: deleted, recreated under the same name,
+/// renamed away.
+#[test]
+fn an_open_folder_follows_deletion_recreation_and_rename_by_another_process() {
+    let (d, s) = store();
+    let other = msgstore::Store::open(d.path()).unwrap();
+    let inbox = name("user/fc/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    s.append(&inbox, vec![msg("one")]).unwrap();
+    let first = s.status(&inbox).unwrap();
+    assert_eq!(first.messages, 1);
+
+    other.delete_mailbox(&inbox, false).unwrap();
+    assert!(matches!(
+        s.status(&inbox),
+        Err(StoreError::NoSuchMailbox(_))
+    ));
+
+    other.create_mailbox(&inbox, None, None).unwrap();
+    let second = s.status(&inbox).unwrap();
+    assert_eq!(second.messages, 0);
+    assert_ne!(second.uidvalidity, first.uidvalidity);
+    let (uidvalidity, _) = s.append(&inbox, vec![msg("two")]).unwrap();
+    assert_eq!(uidvalidity, second.uidvalidity);
+
+    let moved = name("user/fc/Moved");
+    other.rename_mailbox(&inbox, &moved, None).unwrap();
+    // Renaming INBOX leaves an empty INBOX behind (RFC 3501 6.3.5).
+    assert_eq!(s.status(&inbox).unwrap().messages, 0);
+    assert_eq!(s.status(&moved).unwrap().messages, 1);
+    let work = name("user/fc/Work");
+    s.create_mailbox(&work, None, None).unwrap();
+    s.status(&work).unwrap();
+    other
+        .rename_mailbox(&work, &name("user/fc/Play"), None)
+        .unwrap();
+    assert!(matches!(s.status(&work), Err(StoreError::NoSuchMailbox(_))));
+}
