@@ -1109,8 +1109,10 @@ fn copy_folder_tree(from: &Path, to: &Path) -> Result<()> {
 impl Store {
     /// A folder's change token read without locking: cheap enough to poll many folders often.
     pub fn peek_change_token(&self, name: &MailboxName) -> Result<(u64, u64, u64)> {
-        let dir = self.folder_dir(name)?;
-        let h = crate::folder::peek_header(&FolderFiles::new(dir), name.as_str())?;
+        // Through the folder cache: watchers poll this four times a second per folder, and
+        // every write in this process asks it once.
+        let f = self.folder(name)?;
+        let h = crate::folder::peek_header(&f.files, name.as_str())?;
         Ok((h.generation, h.highest_modseq, h.record_count))
     }
 }
