@@ -62,24 +62,10 @@ impl Notifier {
     }
 
     pub(crate) async fn watch(&self, name: MailboxName) -> Result<Watcher> {
-        self.ensure_poller();
         let store = self.store.clone();
         let n = name.clone();
         let token = crate::blocking(move || Ok(store.peek_change_token(&n)?)).await?;
-        let mut map = Self::lock(&self.map);
-        let w = map.entry(name.to_string()).or_insert_with(|| Watched {
-            name: name.clone(),
-            tx: watch::channel(token).0,
-            refs: 0,
-        });
-        w.refs += 1;
-        let mut rx = w.tx.subscribe();
-        rx.borrow_and_update();
-        Ok(Watcher {
-            rx,
-            key: name.to_string(),
-            map: Arc::downgrade(&self.map),
-        })
+        Ok(self.watch_from(&name, token))
     }
 
     /// A watcher started from a change token the caller has just read under the folder's
