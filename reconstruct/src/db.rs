@@ -52,39 +52,6 @@ fn walk_folders(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// The user directories of a partition: `<h1>/<h2>/=<user>`.
-fn user_dirs(partition: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let level = |d: &Path| -> io::Result<Vec<PathBuf>> {
-        match std::fs::read_dir(d) {
-            Ok(rd) => {
-                let mut v = Vec::new();
-                for e in rd {
-                    let e = e?;
-                    if e.file_type()?.is_dir() {
-                        v.push(e.path());
-                    }
-                }
-                Ok(v)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    };
-    for h1 in level(partition)? {
-        for h2 in level(&h1)? {
-            for u in level(&h2)? {
-                if u.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('='))
-                {
-                    out.push(u);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn meta_of(dir: &Path) -> BTreeMap<String, String> {
     std::fs::read(dir.join(META))
         .map(|b| {
@@ -224,7 +191,7 @@ pub fn fix_mailboxes_counted(
         }
         let users = match only_user {
             Some(u) => vec![layout::user_dir(ppath, u)],
-            None => match user_dirs(ppath) {
+            None => match layout::user_dirs(ppath) {
                 Ok(u) => u,
                 Err(e) => {
                     out.fail(format!(

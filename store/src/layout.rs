@@ -95,6 +95,40 @@ pub fn name_from_dir(partition: &Path, dir: &Path) -> Option<MailboxName> {
     MailboxName::for_user(&user, &folder.join("/")).ok()
 }
 
+/// The subdirectories of `d` (none when `d` does not exist).
+pub fn subdirs(d: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            v.push(e.path());
+        }
+    }
+    Ok(v)
+}
+
+/// The user directories of a partition (`<h1>/<h2>/=<user>`), for the tools that walk it.
+pub fn user_dirs(partition: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for h1 in subdirs(partition)? {
+        for h2 in subdirs(&h1)? {
+            for u in subdirs(&h2)? {
+                if u.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('='))
+                {
+                    out.push(u);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use msgstore::folder::{FolderFiles, EXP, LCK};
 use msgstore::fsutil::{self, FileLock};
+use msgstore::layout::{subdirs, user_dirs};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,23 +21,6 @@ pub struct EraseOutcome {
     pub erased: usize,
     pub bytes: u64,
     pub pending: usize,
-}
-
-/// The subdirectories of `d` (none when `d` does not exist).
-pub(crate) fn subdirs(d: &Path) -> io::Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(d) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut v = Vec::new();
-    for e in rd {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            v.push(e.path());
-        }
-    }
-    Ok(v)
 }
 
 /// Every folder directory under a partition (`<h1>/<h2>/=<user>/=<folder>...`), calling `f`.
@@ -53,12 +37,8 @@ pub fn each_folder(partition: &Path, f: &mut dyn FnMut(&Path)) -> io::Result<()>
         }
         Ok(())
     }
-    for h1 in subdirs(partition)? {
-        for h2 in subdirs(&h1)? {
-            for user in subdirs(&h2)? {
-                walk(&user, f)?;
-            }
-        }
+    for user in user_dirs(partition)? {
+        walk(&user, f)?;
     }
     Ok(())
 }

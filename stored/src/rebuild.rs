@@ -18,7 +18,7 @@ use msgstore::index::{Header, HEADER_SIZE};
 use msgstore::layout;
 use msgstore::MailboxEntry;
 
-use crate::erase::subdirs;
+use msgstore::layout::{subdirs, user_dirs};
 
 /// Threads reading folders: enough to overlap the latency of many small reads on a 2-core
 /// machine without crowding it.
@@ -45,23 +45,6 @@ pub struct Rebuilt {
     pub folders: usize,
     pub quota_roots: usize,
     pub problems: Vec<String>,
-}
-
-/// The user directories of a partition (`<h1>/<h2>/=<user>`).
-fn user_dirs(partition: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for h1 in subdirs(partition)? {
-        for h2 in subdirs(&h1)? {
-            for u in subdirs(&h2)? {
-                if u.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('='))
-                {
-                    out.push(u);
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A folder directory found by the walk, with which of its files are there.
