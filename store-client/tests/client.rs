@@ -22,6 +22,20 @@ fn mail(subject: &str, body: &str) -> Vec<u8> {
     format!("From: Joe Bloggs <joe@example.com>\r\nTo: bob@example.com\r\nSubject: {subject}\r\nDate: Tue, 3 Mar 2026 10:00:00 +0000\r\n\r\n{body}\r\n").into_bytes()
 }
 
+/// Append messages "m1".."mN" with `body` to INBOX, internal dates one second apart.
+async fn append_numbered(s: &store_client::Session, n: i64, body: &str) {
+    for i in 1..=n {
+        s.append(
+            "INBOX",
+            mail(&format!("m{i}"), body),
+            &[],
+            Some(1_700_000_000 + i),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn authenticate_provisions_and_refuses_bad_passwords() {
     let (_d, c) = setup().await;
@@ -116,16 +130,7 @@ async fn folders_create_rename_delete_list_patterns() {
 async fn select_fetch_store_expunge_and_updates_between_sessions() {
     let (_d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
-    for i in 1..=5 {
-        s.append(
-            "INBOX",
-            mail(&format!("m{i}"), "hello"),
-            &[],
-            Some(1_700_000_000 + i),
-        )
-        .await
-        .unwrap();
-    }
+    append_numbered(&s, 5, "hello").await;
     let mut a = s.select("INBOX", false).await.unwrap();
     let mut b = s.select("INBOX", false).await.unwrap();
     assert_eq!(a.exists(), 5);
@@ -435,16 +440,7 @@ fn child_flag() {
 async fn fetch_meta_from_memory_follows_every_change() {
     let (d, c) = setup().await;
     let s = c.session_for("joe").await.unwrap();
-    for i in 1..=3 {
-        s.append(
-            "INBOX",
-            mail(&format!("m{i}"), "x"),
-            &[],
-            Some(1_700_000_000 + i),
-        )
-        .await
-        .unwrap();
-    }
+    append_numbered(&s, 3, "x").await;
     let mut a = s.select("INBOX", false).await.unwrap();
     let mut b = s.select("INBOX", false).await.unwrap();
     let metas = a.fetch_meta(&[1, 2, 3]).await.unwrap();
