@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -564,6 +565,9 @@ pub struct Folder {
     pub files: FolderFiles,
     state: Mutex<Option<FolderState>>,
     commit: GroupCommit,
+    /// The bucket `staging_dir` last found or made (its number + 1; 0: none), so that
+    /// appends do not look it up each time (`message::prepare` remakes one that vanished).
+    staged_bucket: AtomicU32,
 }
 
 /// What one flag-store operation changed.
@@ -607,6 +611,7 @@ impl Folder {
             files,
             state: Mutex::new(None),
             commit: GroupCommit::default(),
+            staged_bucket: AtomicU32::new(0),
         }
     }
 
@@ -1052,6 +1057,10 @@ impl Folder {
             None => peek_header(&self.files, &self.name)?.uidnext,
         };
         let bucket = self.files.bucket(uidnext);
+        let number = (uidnext >> 12) + 1;
+        if self.staged_bucket.load(Ordering::Relaxed) == number {
+            return Ok(bucket);
+        }
         if !bucket.exists() {
             match std::fs::create_dir(&bucket) {
                 Ok(()) => fsutil::sync_dir(&self.files.dir)
@@ -1060,12 +1069,25 @@ impl Folder {
                 Err(e) => return Err(e).ctx(|| format!("creating {}", bucket.display())),
             }
         }
+        self.staged_bucket.store(number, Ordering::Relaxed);
         Ok(bucket)
     }
 
     /// Append prepared messages; returns their UIDs once they are on stable storage.
     pub fn append(&self, mut msgs: Vec<PreparedMessage>, max_messages: u64) -> Result<Vec<u32>> {
         self.write(|w| w.append(&mut msgs, max_messages))
+    }
+
+    /// `append`, with the folder's UIDVALIDITY as the write saw it.
+    pub fn append_with_validity(
+        &self,
+        mut msgs: Vec<PreparedMessage>,
+        max_messages: u64,
+    ) -> Result<(u32, Vec<u32>)> {
+        self.write(|w| {
+            let uids = w.append(&mut msgs, max_messages)?;
+            Ok((w.state.header.uidvalidity, uids))
+        })
     }
 
     /// Append records for message files already linked in place (copy/move). `src` gives,
@@ -1314,14 +1336,19 @@ impl Writer<'_> {
         for _ in 0..1000 {
             let uid = self.state.header.uidnext;
             let bucket = self.files.bucket(uid);
-            if !bucket.exists() {
-                std::fs::create_dir_all(&bucket)
-                    .ctx(|| format!("creating {}", bucket.display()))?;
-                self.dirs.push(self.files.dir.clone());
-            }
             let target = self.files.message(uid);
-            let placed =
-                place(&target).ctx(|| format!("placing message {uid} in {}", self.name))?;
+            // The bucket is nearly always there (made when the message was staged): it is
+            // looked for only when placing fails.
+            let placed = match place(&target) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !bucket.exists() => {
+                    std::fs::create_dir_all(&bucket)
+                        .ctx(|| format!("creating {}", bucket.display()))?;
+                    self.dirs.push(self.files.dir.clone());
+                    place(&target)
+                }
+                r => r,
+            }
+            .ctx(|| format!("placing message {uid} in {}", self.name))?;
             self.state.header.uidnext = uid + 1;
             if placed {
                 self.dirs.push(bucket);

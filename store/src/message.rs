@@ -17,10 +17,17 @@ use crate::error::{IoContext, Result, StoreError};
 /// Convert bare LF (and a lone trailing CR) to CRLF. Returns the input unchanged (borrowed)
 /// when it already uses CRLF throughout.
 pub fn normalize_crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let needs = raw.iter().enumerate().any(|(i, &b)| {
-        (b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
-            || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
-    });
+    // Clean when every CR and every LF belongs to a CRLF pair. Counting (rather than
+    // looking at each line end) lets the compiler check many bytes at once.
+    let (mut cr, mut lf, mut pairs) = (0usize, 0usize, 0usize);
+    for (&a, &b) in raw.iter().zip(raw.get(1..).unwrap_or_default()) {
+        cr += (a == b'\r') as usize;
+        lf += (b == b'\n') as usize;
+        pairs += (a == b'\r' && b == b'\n') as usize;
+    }
+    let first_lf = raw.first() == Some(&b'\n');
+    let last_cr = raw.last() == Some(&b'\r');
+    let needs = first_lf || last_cr || cr != pairs || lf != pairs;
     if !needs {
         return std::borrow::Cow::Borrowed(raw);
     }
@@ -79,6 +86,14 @@ impl PreparedMessage {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// This process's id, asked of the kernel once (glibc no longer caches it). A temporary
+/// name is created with O_EXCL, so even a forked child reusing it could only fail, never
+/// overwrite.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -117,7 +132,7 @@ pub(crate) fn prepare(
     let internal_date = internal_date.unwrap_or_else(now_secs);
     let tmp = dir.join(format!(
         ".tmp.{}.{}",
-        std::process::id(),
+        process_id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let mut prepared = PreparedMessage {
@@ -133,10 +148,25 @@ pub(crate) fn prepare(
         committed: false,
     };
     let write = || -> std::io::Result<File> {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&prepared.tmp)?;
+        let create = || {
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(&prepared.tmp)
+        };
+        let mut f = match create() {
+            // The bucket was known to exist but is gone (the folder was deleted and created
+            // again): make it again, its name durable as `Folder::staging_dir` does.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::create_dir(dir) {
+                    Ok(()) => crate::fsutil::sync_dir(dir.parent().unwrap_or(dir))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                create()?
+            }
+            r => r?,
+        };
         f.write_all(&data)?;
         // The internal date is kept as the file's mtime: a rebuilt index recovers it from there.
         let mtime = if internal_date >= 0 {
@@ -170,6 +200,29 @@ mod tests {
         assert_eq!(&*normalize_crlf(b"a\nb\n"), b"a\r\nb\r\n");
         assert_eq!(&*normalize_crlf(b"a\r\nb\nc"), b"a\r\nb\r\nc");
         assert_eq!(&*normalize_crlf(b"a\rb"), b"a\r\nb");
+        assert_eq!(&*normalize_crlf(b"\nab\r"), b"\r\nab\r\n");
+        assert_eq!(&*normalize_crlf(b"\r\n\r\r\n"), b"\r\n\r\n\r\n");
+        // Every string of up to 7 bytes over {x, CR, LF}: borrowed exactly when the naive
+        // per-byte rule finds nothing to change.
+        for len in 0..=7u32 {
+            for code in 0..3usize.pow(len) {
+                let raw: Vec<u8> = (0..len)
+                    .map(|i| [b'x', b'\r', b'\n'][code / 3usize.pow(i) % 3])
+                    .collect();
+                let clean = raw.iter().enumerate().all(|(i, &b)| match b {
+                    b'\n' => i > 0 && raw[i - 1] == b'\r',
+                    b'\r' => raw.get(i + 1) == Some(&b'\n'),
+                    _ => true,
+                });
+                let out = normalize_crlf(&raw);
+                assert_eq!(
+                    matches!(out, std::borrow::Cow::Borrowed(_)),
+                    clean,
+                    "{raw:?}"
+                );
+                assert!(!out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+            }
+        }
         assert!(matches!(
             normalize_crlf(b"x\r\n"),
             std::borrow::Cow::Borrowed(_)

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::folder::{
@@ -192,12 +193,38 @@ pub struct Store {
 }
 
 /// Quota usage changes waiting to be written to the database. Concurrent appends hand their
-/// deltas to whichever of them is writing already, so the database sees one transaction per
-/// batch instead of one per message. Quota checks add what is pending.
+/// deltas to whichever of them is writing already, or (while the last write is recent) to
+/// the appends still in flight: the last of those to finish writes what is pending. So the
+/// database sees one transaction per batch instead of one per message, other processes see a
+/// change at most `USAGE_LAG` late while appends keep coming and at once when they stop, and
+/// quota checks here add what is pending.
 #[derive(Default)]
 struct UsageQueue {
     pending: HashMap<String, (i64, i64)>,
     flushing: bool,
+    /// Appends between their quota check and their usage change.
+    appending: u64,
+    last_write: Option<Instant>,
+}
+
+/// How long usage written by this process may lag behind while appends keep coming.
+const USAGE_LAG: Duration = Duration::from_millis(10);
+
+/// An append in flight for the usage queue; one that fails before its usage change still
+/// writes what the others left pending if it is the last.
+struct Appending<'a> {
+    store: &'a Store,
+    done: bool,
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.store.leave_usage(None) {
+                tracing::warn!("writing quota usage: {e}");
+            }
+        }
+    }
 }
 
 impl Store {
@@ -305,6 +332,34 @@ impl Store {
         self.folder_of(name, &entry)
     }
 
+    /// The folder to append to and its quota root. Like `folder`, a folder open here whose
+    /// index is in place is that mailbox; its quota root (which only a repair changes in
+    /// the database: a rename takes the files along) is asked again once a second.
+    fn folder_and_root(&self, name: &MailboxName) -> Result<(Arc<Folder>, String)> {
+        const ROOT_FRESH: Duration = Duration::from_secs(1);
+        let cached = self
+            .folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peek_with_root(name.as_str());
+        if let Some((f, Some((root, at)))) = cached {
+            if at.elapsed() < ROOT_FRESH
+                && std::fs::symlink_metadata(f.files.path(crate::folder::IDX)).is_ok()
+            {
+                return Ok((f, root));
+            }
+        }
+        let entry = self.entry(name)?;
+        let dir = layout::folder_dir(&self.partition_path(&entry.partition)?, name);
+        let mut cache = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        let f = cache.get(name.as_str(), dir);
+        cache.roots.insert(
+            name.as_str().to_owned(),
+            (entry.quota_root.clone(), Instant::now()),
+        );
+        Ok((f, entry.quota_root))
+    }
+
     /// The folder of an entry already read (one database lookup fewer).
     fn folder_of(&self, name: &MailboxName, entry: &MailboxEntry) -> Result<Arc<Folder>> {
         let dir = layout::folder_dir(&self.partition_path(&entry.partition)?, name);
@@ -313,11 +368,9 @@ impl Store {
     }
 
     fn forget_folder(&self, name: &str) {
-        self.folders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .remove(name);
+        let mut cache = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        cache.map.remove(name);
+        cache.roots.remove(name);
     }
 
     fn meta_text(e: &MailboxEntry) -> String {
@@ -643,14 +696,62 @@ impl Store {
     fn add_usage(&self, root: &str, bytes: i64, messages: i64) -> Result<()> {
         {
             let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            let e = q.pending.entry(root.to_owned()).or_insert((0, 0));
-            e.0 += bytes;
-            e.1 += messages;
+            Self::queue_usage(&mut q, root, bytes, messages);
             if q.flushing {
                 return Ok(()); // the thread writing now picks it up
             }
             q.flushing = true;
         }
+        self.write_usage()
+    }
+
+    fn queue_usage(q: &mut UsageQueue, root: &str, bytes: i64, messages: i64) {
+        if bytes == 0 && messages == 0 {
+            return;
+        }
+        match q.pending.get_mut(root) {
+            Some(e) => {
+                e.0 += bytes;
+                e.1 += messages;
+            }
+            None => {
+                q.pending.insert(root.to_owned(), (bytes, messages));
+            }
+        }
+    }
+
+    /// Count an append in flight (see `UsageQueue`).
+    fn enter_usage(&self) -> Appending<'_> {
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .appending += 1;
+        Appending {
+            store: self,
+            done: false,
+        }
+    }
+
+    /// An append in flight leaves, with its usage change if it has one: written now unless
+    /// another append in flight will write it soon enough.
+    fn leave_usage(&self, change: Option<(&str, i64, i64)>) -> Result<()> {
+        {
+            let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            q.appending = q.appending.saturating_sub(1);
+            if let Some((root, bytes, messages)) = change {
+                Self::queue_usage(&mut q, root, bytes, messages);
+            }
+            let recent = q.last_write.is_some_and(|t| t.elapsed() < USAGE_LAG);
+            if q.flushing || q.pending.is_empty() || (q.appending > 0 && recent) {
+                return Ok(());
+            }
+            q.flushing = true;
+        }
+        self.write_usage()
+    }
+
+    /// Write what is pending until nothing is (the caller set `flushing`).
+    fn write_usage(&self) -> Result<()> {
         loop {
             let batch: Vec<(String, i64, i64)> = {
                 let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -658,14 +759,13 @@ impl Store {
                     q.flushing = false;
                     return Ok(());
                 }
+                q.last_write = Some(Instant::now());
                 q.pending.drain().map(|(r, (b, m))| (r, b, m)).collect()
             };
             if let Err(e) = self.db.add_quota_usage_batch(&batch) {
                 let mut q = self.usage.lock().unwrap_or_else(|p| p.into_inner());
                 for (r, b, m) in batch {
-                    let e = q.pending.entry(r).or_insert((0, 0));
-                    e.0 += b;
-                    e.1 += m;
+                    Self::queue_usage(&mut q, &r, b, m);
                 }
                 q.flushing = false;
                 return Err(e);
@@ -732,11 +832,11 @@ impl Store {
         msgs: Vec<AppendRequest>,
         bulk: bool,
     ) -> Result<(u32, Vec<u32>)> {
-        let entry = self.entry(name)?;
+        let (folder, root) = self.folder_and_root(name)?;
         let cfg = self.config();
-        let folder = self.folder_of(name, &entry)?;
         let total: u64 = msgs.iter().map(|m| m.data.len() as u64).sum();
-        self.check_quota(&entry.quota_root, total, msgs.len() as u64)?;
+        let mut appending = self.enter_usage();
+        self.check_quota(&root, total, msgs.len() as u64)?;
         let staging = folder.staging_dir()?;
         let mut prepared = Vec::with_capacity(msgs.len());
         // Each file stays open until its commit round flushes it, unless the batch is large
@@ -766,9 +866,10 @@ impl Store {
         }
         let size: u64 = prepared.iter().map(|p| p.size).sum();
         let n = prepared.len() as i64;
-        let uids = folder.append(prepared, cfg.max_folder_messages)?;
-        self.add_usage(&entry.quota_root, size as i64, n)?;
-        Ok((entry.uidvalidity, uids))
+        let (uidvalidity, uids) = folder.append_with_validity(prepared, cfg.max_folder_messages)?;
+        appending.done = true;
+        self.leave_usage(Some((&root, size as i64, n)))?;
+        Ok((uidvalidity, uids))
     }
 
     pub fn store_flags(
@@ -1002,6 +1103,8 @@ impl Store {
 #[derive(Default)]
 struct FolderCache {
     map: HashMap<String, (Arc<Folder>, u64)>,
+    /// Quota roots of cached folders, and when each was read from the database.
+    roots: HashMap<String, (String, Instant)>,
     clock: u64,
 }
 
@@ -1016,6 +1119,13 @@ impl FolderCache {
             *used = now;
             f.clone()
         })
+    }
+
+    /// The folder cached under `name` with its quota root, if any.
+    #[allow(clippy::type_complexity)]
+    fn peek_with_root(&mut self, name: &str) -> Option<(Arc<Folder>, Option<(String, Instant)>)> {
+        let f = self.peek(name)?;
+        Some((f, self.roots.get(name).cloned()))
     }
 
     fn get(&mut self, name: &str, dir: PathBuf) -> Arc<Folder> {
@@ -1040,6 +1150,7 @@ impl FolderCache {
             let excess = self.map.len() - Self::CAPACITY * 3 / 4;
             for (_, k) in idle.into_iter().take(excess) {
                 self.map.remove(&k);
+                self.roots.remove(&k);
             }
         }
         f
