@@ -388,7 +388,13 @@ impl SelectedFolder {
     /// The parsed structure (envelope, body structure, part offsets) of a message.
     pub async fn structure(&self, uid: u32) -> Result<MessageStructure> {
         let (store, name) = (self.store(), self.name.clone());
-        blocking(move || Ok(store.structure(&name, uid)?)).await
+        blocking(move || {
+            structures_of(&store, &name, &[uid])?
+                .pop()
+                .map(|(_, s)| s)
+                .ok_or_else(|| msgstore::StoreError::NoSuchMessage(uid).into())
+        })
+        .await
     }
 
     /// The structures of several messages in one trip to the blocking pool (FETCH ENVELOPE
@@ -396,18 +402,7 @@ impl SelectedFolder {
     pub async fn structures(&self, uids: &[u32]) -> Result<Vec<(u32, MessageStructure)>> {
         let (store, name) = (self.store(), self.name.clone());
         let uids = uids.to_vec();
-        blocking(move || {
-            let mut out = Vec::with_capacity(uids.len());
-            for u in uids {
-                match store.structure(&name, u) {
-                    Ok(s) => out.push((u, s)),
-                    Err(msgstore::StoreError::NoSuchMessage(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(out)
-        })
-        .await
+        blocking(move || structures_of(&store, &name, &uids)).await
     }
 
     /// The whole message, as stored (CRLF line endings).
@@ -462,7 +457,12 @@ impl SelectedFolder {
             }
             let store = session.client.store();
             let out = store.store_flags(&name, &uids, op, f.bits, &f.keywords, unchanged_since)?;
-            let kws = store.with_state(&name, |s| Ok(s.keywords.clone()))?;
+            // The keyword names are needed only to report messages that carry keywords.
+            let kws = if out.changed.iter().any(|m| m.keywords != 0) {
+                store.with_state(&name, |s| Ok(s.keywords.clone()))?
+            } else {
+                Vec::new()
+            };
             Ok((out, kws))
         })
         .await?;
@@ -669,4 +669,42 @@ impl SelectedFolder {
         let recent = self.recent.clone();
         blocking(move || search::run(&store, &name, &key, &seqs, &recent)).await
     }
+}
+
+/// The structures of `uids` from the folder's structure cache, all read under one look at the
+/// folder (one lock, one freshness check) rather than one per message; a message whose cache
+/// entry is damaged is parsed afresh by [`Store::structure`], which logs it for reconstruct.
+/// Messages no longer in the folder are left out.
+fn structures_of(
+    store: &Store,
+    name: &MailboxName,
+    uids: &[u32],
+) -> Result<Vec<(u32, MessageStructure)>> {
+    let cached: Vec<(u32, Option<MessageStructure>)> = store.with_state(name, |s| {
+        let mut out = Vec::with_capacity(uids.len());
+        for &u in uids {
+            let rec = match s.record(u, name.as_str()) {
+                Ok(r) => r,
+                Err(msgstore::StoreError::NoSuchMessage(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let st = s
+                .cached_structure(&rec)
+                .and_then(|b| MessageStructure::from_bytes(&b).ok());
+            out.push((u, st));
+        }
+        Ok(out)
+    })?;
+    let mut out = Vec::with_capacity(cached.len());
+    for (u, st) in cached {
+        match st {
+            Some(st) => out.push((u, st)),
+            None => match store.structure(name, u) {
+                Ok(st) => out.push((u, st)),
+                Err(msgstore::StoreError::NoSuchMessage(_)) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Ok(out)
 }
