@@ -255,10 +255,13 @@ fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
 #[derive(Default)]
 struct GroupCommit {
     m: Mutex<GcInner>,
-    cv: Condvar,
     /// Wakes a round's leader waiting for the writers queued behind the folder lock.
     lead_cv: Condvar,
 }
+
+/// Rounds under way at once at most: a new round's flushes join the device's queue while
+/// the current one is written.
+const MAX_ROUNDS: usize = 2;
 
 #[derive(Default)]
 struct GcInner {
@@ -294,6 +297,12 @@ struct GcInner {
     left: u64,
     /// A leader is gathering the queued writers into its round: others wait for it.
     forming: bool,
+    /// The `left` count the gathering leader waits for.
+    gather_until: u64,
+    /// Writers asleep in `wait`: (write, epoch, thread). Each is woken only when it can go on
+    /// (its write is durable, its epoch failed, or it may start a round), not on every
+    /// change: a condition variable would wake all of them after every round.
+    sleepers: Vec<(u64, u64, std::thread::Thread)>,
     /// Messages whose writers are flushing their files themselves (outside any round): the
     /// durable mark stays below the first of them.
     unflushed: BTreeSet<u32>,
@@ -303,6 +312,24 @@ struct GcInner {
 }
 
 impl GcInner {
+    /// Wake the sleepers that can go on: every one with `all`; else those whose write is
+    /// on stable storage or whose epoch failed, and the first one no round covers yet if
+    /// a round may start now.
+    fn wake(&mut self, all: bool) {
+        let (synced, started, epoch) = (self.synced, self.started, self.epoch);
+        let mut may_start = !self.forming && self.rounds.len() < MAX_ROUNDS;
+        self.sleepers.retain(|(seq, e, t)| {
+            let go = all
+                || *e != epoch
+                || *seq <= synced
+                || (may_start && *seq > started && !std::mem::replace(&mut may_start, false));
+            if go {
+                t.unpark();
+            }
+            !go
+        });
+    }
+
     fn raise_durable_mark(&mut self) {
         let below = self.unflushed.first().copied().unwrap_or(u32::MAX);
         self.durable_uid = self.durable_uid.max(self.covered_uid.min(below));
@@ -316,8 +343,8 @@ impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let mut g = self.0.inner();
         g.left += 1;
-        if g.forming {
-            self.0.lead_cv.notify_all();
+        if g.forming && g.left >= g.gather_until {
+            self.0.lead_cv.notify_one();
         }
     }
 }
@@ -423,7 +450,7 @@ impl GroupCommit {
             g.requested_uid = g.durable_uid;
             g.covered_uid = g.durable_uid;
             g.journal = true;
-            self.cv.notify_all();
+            g.wake(true);
         }
         r
     }
@@ -436,7 +463,6 @@ impl GroupCommit {
     /// behind the folder lock at that moment: each holds the lock for a fraction of a flush,
     /// and taking them into this round instead of the next halves the flushes they cost.
     fn wait(&self, seq: u64, epoch: u64, files: &FolderFiles) -> io::Result<()> {
-        const MAX_ROUNDS: usize = 2;
         const GATHER_AT_MOST: Duration = Duration::from_millis(1);
         let mut g = self.inner();
         loop {
@@ -447,13 +473,22 @@ impl GroupCommit {
                 return Err(io::Error::other("an earlier flush of this folder failed"));
             }
             if g.started >= seq || g.forming || g.rounds.len() >= MAX_ROUNDS {
-                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                let me = std::thread::current();
+                let id = me.id();
+                g.sleepers.push((seq, epoch, me));
+                drop(g);
+                // A wake given before this point is kept by the thread: park returns at once.
+                std::thread::park();
+                g = self.inner();
+                // Still listed after a spurious return: nobody has woken it yet.
+                g.sleepers.retain(|(_, _, t)| t.id() != id);
                 continue;
             }
             if g.left < g.entered {
                 let queued_until = g.entered;
                 let deadline = Instant::now() + GATHER_AT_MOST;
                 g.forming = true;
+                g.gather_until = queued_until;
                 while g.left < queued_until && g.epoch == epoch {
                     let now = Instant::now();
                     if now >= deadline {
@@ -466,9 +501,9 @@ impl GroupCommit {
                         .0;
                 }
                 g.forming = false;
-                // Writers that noted meanwhile but are not in this round may start their own.
-                self.cv.notify_all();
                 if g.synced >= seq || g.epoch != epoch || g.started >= seq {
+                    // No round of this writer's: one that noted meanwhile may start its own.
+                    g.wake(false);
                     continue;
                 }
             }
@@ -508,12 +543,12 @@ impl GroupCommit {
                         g.covered_uid = g.durable_uid;
                         g.dirs.extend(dirs);
                         g.journal = true;
-                        self.cv.notify_all();
+                        g.wake(true);
                         return Err(e);
                     }
                 }
             }
-            self.cv.notify_all();
+            g.wake(false);
         }
     }
 }
@@ -568,6 +603,9 @@ pub struct Folder {
     /// The bucket `staging_dir` last found or made (its number + 1; 0: none), so that
     /// appends do not look it up each time (`message::prepare` remakes one that vanished).
     staged_bucket: AtomicU32,
+    /// UIDNEXT as this process's last write left it (0: none yet), for `staging_dir`, which
+    /// would otherwise wait for the state lock behind the writers.
+    uidnext_hint: AtomicU32,
 }
 
 /// What one flag-store operation changed.
@@ -612,6 +650,7 @@ impl Folder {
             state: Mutex::new(None),
             commit: GroupCommit::default(),
             staged_bucket: AtomicU32::new(0),
+            uidnext_hint: AtomicU32::new(0),
         }
     }
 
@@ -702,6 +741,8 @@ impl Folder {
                     return Err(e);
                 }
             };
+            self.uidnext_hint
+                .store(w.state.header.uidnext, Ordering::Relaxed);
             let seq = if w.wrote {
                 // Every recorded message no round has taken yet: this write's, and any other
                 // process appended since (flushed here too, so the durable mark this process
@@ -1052,9 +1093,10 @@ impl Folder {
     /// that a message's temporary file can be written there and renamed within one directory:
     /// a rename across directories takes the filesystem-wide rename lock.
     pub fn staging_dir(&self) -> Result<PathBuf> {
-        let uidnext = match self.lock_state().as_ref() {
-            Some(s) => s.header.uidnext,
-            None => peek_header(&self.files, &self.name)?.uidnext,
+        // A hint only: a message staged in another bucket is renamed across directories.
+        let uidnext = match self.uidnext_hint.load(Ordering::Relaxed) {
+            0 => peek_header(&self.files, &self.name)?.uidnext,
+            n => n,
         };
         let bucket = self.files.bucket(uidnext);
         let number = (uidnext >> 12) + 1;
