@@ -765,3 +765,40 @@ fn an_open_folder_follows_deletion_recreation_and_rename_by_another_process() {
         .unwrap();
     assert!(matches!(s.status(&work), Err(StoreError::NoSuchMailbox(_))));
 }
+
+/// Usage from concurrent appends is deferred to the last append in flight: once they are
+/// all answered, another process reads the whole of it from the database. A limit set by
+/// another process applies to the very next append of a folder open here.
+#[test]
+fn usage_of_concurrent_appends_reaches_the_database_and_limits_set_elsewhere_apply() {
+    let (d, s) = store();
+    let other = msgstore::Store::open(d.path()).unwrap();
+    let inbox = name("user/qc/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    s.append(&inbox, vec![msg("first")]).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..8 {
+            let (s, inbox) = (&s, &inbox);
+            sc.spawn(move || {
+                for i in 0..20 {
+                    s.append(inbox, vec![msg(&format!("t{t}m{i}"))]).unwrap();
+                }
+            });
+        }
+    });
+    let status = s.status(&inbox).unwrap();
+    assert_eq!(status.messages, 161);
+    let q = other.quota("user/qc").unwrap();
+    assert_eq!((q.messages_used, q.storage_used), (161, status.size));
+
+    other.set_quota("user/qc", None, Some(161)).unwrap();
+    assert!(matches!(
+        s.append(&inbox, vec![msg("over")]),
+        Err(StoreError::OverQuota {
+            what: "messages",
+            ..
+        })
+    ));
+    // The failed append left nothing pending or counted.
+    assert_eq!(other.quota("user/qc").unwrap().messages_used, 161);
+}
