@@ -1583,7 +1583,12 @@ impl Conn {
             }
             batch.push((data, flags, m.date));
         }
-        let r = self.sess().append_many(&name, batch).await;
+        // To the selected folder: through it, so that the EXISTS announced next costs no
+        // second trip to the store.
+        let r = match self.selected.as_mut() {
+            Some(sel) => sel.folder.append_many(&name, batch).await,
+            None => self.sess().append_many(&name, batch).await,
+        };
         match r {
             Ok((validity, uids)) => {
                 self.updates(true).await?;

@@ -500,27 +500,36 @@ impl Session {
     ) -> Result<(u32, Vec<u32>)> {
         let folder = folder.to_owned();
         let (name, out) = self
-            .run(move |s, store| {
-                let name = s.resolve(&folder)?;
-                s.require(&name, 'i')?;
-                let reqs = msgs
-                    .into_iter()
-                    .map(|(data, flags, date)| {
-                        let f = Flags::from_list(&flags);
-                        msgstore::AppendRequest {
-                            data,
-                            flags: f.bits,
-                            keywords: f.keywords,
-                            internal_date: date,
-                        }
-                    })
-                    .collect();
-                let out = store.append(&name, reqs)?;
-                Ok((name, out))
-            })
+            .run(move |s, store| s.append_in(store, &folder, msgs))
             .await?;
         self.client.notifier().poke(&name);
         Ok(out)
+    }
+
+    /// The body of [`Session::append_many`], on the blocking pool: the folder appended to,
+    /// its UIDVALIDITY and the new UIDs.
+    pub(crate) fn append_in(
+        &self,
+        store: &Store,
+        folder: &str,
+        msgs: Vec<(Vec<u8>, Vec<Flag>, Option<i64>)>,
+    ) -> Result<(MailboxName, (u32, Vec<u32>))> {
+        let name = self.resolve(folder)?;
+        self.require(&name, 'i')?;
+        let reqs = msgs
+            .into_iter()
+            .map(|(data, flags, date)| {
+                let f = Flags::from_list(&flags);
+                msgstore::AppendRequest {
+                    data,
+                    flags: f.bits,
+                    keywords: f.keywords,
+                    internal_date: date,
+                }
+            })
+            .collect();
+        let out = store.append(&name, reqs)?;
+        Ok((name, out))
     }
 
     /// Copy messages by UID into another folder.

@@ -192,6 +192,8 @@ pub struct SelectedFolder {
     /// Metadata of small folders, answered from memory while `watch` shows no change.
     cache: Option<MetaCache>,
     watch: Option<Watcher>,
+    /// What the next `poll` would read, read by this session's last write.
+    stash: Option<Stashed>,
 }
 
 fn flags_of(m: &Msg, keywords: &[String]) -> Flags {
@@ -251,6 +253,7 @@ impl SelectedFolder {
                 first_unseen,
                 cache: MetaCache::refresh(None, s, name.as_str())?,
                 watch: None,
+                stash: None,
             })
         })?;
         if !read_only {
@@ -440,6 +443,7 @@ impl SelectedFolder {
         let session = self.session.clone();
         let name = self.name.clone();
         let uids = uids.to_vec();
+        let (args, cache) = (self.poll_args(), self.take_cache_for_stash());
         let outcome = blocking(move || {
             if name.user() != session.user() {
                 let r = session.client.store().rights(&name, session.user())?;
@@ -463,10 +467,12 @@ impl SelectedFolder {
             } else {
                 Vec::new()
             };
-            Ok((out, kws))
+            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+            Ok((out, kws, stashed))
         })
         .await?;
-        let (out, kws) = outcome;
+        let (out, kws, stashed) = outcome;
+        self.keep_stash(stashed);
         self.session.client.notifier().poke(&self.name);
         let mut result = StoreResult {
             modified: out.modified,
@@ -479,6 +485,37 @@ impl SelectedFolder {
         Ok(result)
     }
 
+    /// [`Session::append_many`] from a session with this folder selected: when the messages
+    /// go to this folder, the same trip to the blocking pool also reads what the next `poll`
+    /// will announce (their EXISTS).
+    pub async fn append_many(
+        &mut self,
+        folder: &str,
+        msgs: Vec<(Vec<u8>, Vec<Flag>, Option<i64>)>,
+    ) -> Result<(u32, Vec<u32>)> {
+        let session = self.session.clone();
+        let folder = folder.to_owned();
+        let here = self.name.clone();
+        let (args, cache) = (self.poll_args(), self.take_cache_for_stash());
+        let (name, out, stashed, unused) = blocking(move || {
+            let store = session.client.store();
+            let (name, out) = session.append_in(store, &folder, msgs)?;
+            if name == here {
+                let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+                Ok((name, out, stashed, None))
+            } else {
+                Ok((name, out, None, cache))
+            }
+        })
+        .await?;
+        if unused.is_some() {
+            self.cache = unused;
+        }
+        self.keep_stash(stashed);
+        self.session.client.notifier().poke(&name);
+        Ok(out)
+    }
+
     /// Expunge \Deleted messages (within `uids` for UID EXPUNGE). Returns the UIDs expunged;
     /// `poll(true)` then gives their sequence numbers to announce.
     pub async fn expunge(&mut self, uids: Option<&[u32]>) -> Result<Vec<u32>> {
@@ -488,73 +525,91 @@ impl SelectedFolder {
         let session = self.session.clone();
         let name = self.name.clone();
         let uids = uids.map(<[u32]>::to_vec);
-        let gone = blocking(move || {
+        let (args, cache) = (self.poll_args(), self.take_cache_for_stash());
+        let (gone, stashed) = blocking(move || {
             session.require(&name, 'e')?;
-            Ok(session.client.store().expunge(&name, uids.as_deref())?)
+            let store = session.client.store();
+            let gone = store.expunge(&name, uids.as_deref())?;
+            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+            Ok((gone, stashed))
         })
         .await?;
+        self.keep_stash(stashed);
         self.session.client.notifier().poke(&self.name);
         Ok(gone.into_iter().map(|g| g.uid).collect())
+    }
+
+    /// What a poll needs from this view, taken before a trip to the blocking pool.
+    fn poll_args(&self) -> PollArgs {
+        PollArgs {
+            since: self.modseq,
+            generation: self.generation,
+            last_known: self.uids.last().copied().unwrap_or(0),
+            claim: !self.read_only,
+        }
+    }
+
+    /// A write made by this session, still on the blocking pool, also reads what the next
+    /// `poll` would (one trip instead of two): kept with the folder's token as read then,
+    /// and used only if the notifier still shows that token when the poll comes, that is,
+    /// if nothing changed since (another process's change not yet seen by the notifier is
+    /// announced when it is, as for any session).
+    fn stash_poll(
+        store: &Store,
+        name: &MailboxName,
+        args: &PollArgs,
+        cache: Option<MetaCache>,
+    ) -> Option<Stashed> {
+        poll_raw(store, name, args, cache).ok()
+    }
+
+    /// The metadata cache, handed to a write that will read the next poll (see
+    /// [`Self::stash_poll`]); none when this view could not use that reading.
+    fn take_cache_for_stash(&mut self) -> Option<MetaCache> {
+        self.stash = None;
+        if self.watch.is_some() {
+            self.cache.take()
+        } else {
+            None
+        }
+    }
+
+    /// Keep a poll read by a write, if this view can tell later whether it is still current.
+    fn keep_stash(&mut self, stashed: Option<Stashed>) {
+        self.stash = stashed.filter(|_| self.watch.is_some());
     }
 
     /// Catch up with changes made by anyone. Expunges are applied to the numbering only when
     /// `allow_expunge` (IMAP forbids renumbering during FETCH, STORE and SEARCH); until then
     /// they are kept pending.
     pub async fn poll(&mut self, allow_expunge: bool) -> Result<Update> {
-        let (store, name) = (self.store(), self.name.clone());
-        let since = self.modseq;
-        let generation = self.generation;
-        let cache = self.cache.take();
-        let last_known = self.uids.last().copied().unwrap_or(0);
-        let claim = !self.read_only;
-        enum Seen {
-            Changed(Vec<Msg>),
-            Full(Vec<Msg>),
-        }
-        // One trip to the blocking pool: the changes, the metadata cache brought up to date
-        // with them, and the \Recent claim when messages arrived.
-        let (seen, highest, uidnext, gen, keywords, cache, mark) = blocking(move || {
-            let (seen, highest, uidnext, gen, keywords, cache) = store.with_state(&name, |s| {
-                let seen = if s.header.generation != generation {
-                    Seen::Full(s.live().copied().collect())
-                } else {
-                    Seen::Changed(
-                        s.msgs
-                            .iter()
-                            .filter(|m| m.modseq > since)
-                            .copied()
-                            .collect(),
-                    )
-                };
-                let kws: Vec<String> = s
-                    .keywords
-                    .iter()
-                    .filter(|k| !k.is_empty())
-                    .cloned()
-                    .collect();
-                let cache = MetaCache::refresh(cache, s, name.as_str())?;
-                Ok((
-                    seen,
-                    s.header.highest_modseq,
-                    s.header.uidnext,
-                    s.header.generation,
-                    kws,
-                    cache,
-                ))
-            })?;
-            let arrived = match &seen {
-                Seen::Changed(v) | Seen::Full(v) => {
-                    v.iter().any(|m| m.uid > last_known && !m.is_expunged())
+        let raw = match self.stash.take() {
+            Some((token, raw)) if self.watch.as_ref().is_some_and(|w| w.token() == token) => raw,
+            stale => {
+                if let Some((_, raw)) = stale {
+                    // Newer than what this view has: the cache starts from there.
+                    self.cache = raw.cache;
                 }
-            };
-            let mark = if claim && arrived {
-                Some(store.claim_recent(&name)?)
-            } else {
-                None
-            };
-            Ok((seen, highest, uidnext, gen, keywords, cache, mark))
-        })
-        .await?;
+                let (store, name) = (self.store(), self.name.clone());
+                let args = self.poll_args();
+                let cache = self.cache.take();
+                blocking(move || poll_raw(&store, &name, &args, cache).map(|(_, raw)| raw)).await?
+            }
+        };
+        self.apply_poll(raw, allow_expunge)
+    }
+
+    fn apply_poll(&mut self, raw: PollRaw, allow_expunge: bool) -> Result<Update> {
+        let PollRaw {
+            seen,
+            highest,
+            uidnext,
+            gen,
+            keywords,
+            cache,
+            mark,
+        } = raw;
+        let since = self.modseq;
         self.cache = cache;
         let mut up = Update::default();
         let mut last_uid = self.uids.last().copied().unwrap_or(0);
@@ -669,6 +724,95 @@ impl SelectedFolder {
         let recent = self.recent.clone();
         blocking(move || search::run(&store, &name, &key, &seqs, &recent)).await
     }
+}
+
+/// What [`SelectedFolder::poll`] reads on the blocking pool.
+struct PollArgs {
+    since: u64,
+    generation: u64,
+    last_known: u32,
+    claim: bool,
+}
+
+enum Seen {
+    Changed(Vec<Msg>),
+    Full(Vec<Msg>),
+}
+
+/// A poll's reading of the folder, not yet applied to the view.
+struct PollRaw {
+    seen: Seen,
+    highest: u64,
+    uidnext: u32,
+    gen: u64,
+    keywords: Vec<String>,
+    cache: Option<MetaCache>,
+    mark: Option<u32>,
+}
+
+/// A poll read by a write, with the folder's token at that moment.
+type Stashed = (Token, PollRaw);
+
+/// The changes, the metadata cache brought up to date with them, and the \Recent claim
+/// when messages arrived; with the token of the state they were read from.
+fn poll_raw(
+    store: &Store,
+    name: &MailboxName,
+    args: &PollArgs,
+    cache: Option<MetaCache>,
+) -> Result<Stashed> {
+    let (since, generation) = (args.since, args.generation);
+    let (seen, highest, uidnext, gen, keywords, cache, token) = store.with_state(name, |s| {
+        let seen = if s.header.generation != generation {
+            Seen::Full(s.live().copied().collect())
+        } else {
+            Seen::Changed(
+                s.msgs
+                    .iter()
+                    .filter(|m| m.modseq > since)
+                    .copied()
+                    .collect(),
+            )
+        };
+        let kws: Vec<String> = s
+            .keywords
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        let cache = MetaCache::refresh(cache, s, name.as_str())?;
+        Ok((
+            seen,
+            s.header.highest_modseq,
+            s.header.uidnext,
+            s.header.generation,
+            kws,
+            cache,
+            token_of(s),
+        ))
+    })?;
+    let arrived = match &seen {
+        Seen::Changed(v) | Seen::Full(v) => v
+            .iter()
+            .any(|m| m.uid > args.last_known && !m.is_expunged()),
+    };
+    let mark = if args.claim && arrived {
+        Some(store.claim_recent(name)?)
+    } else {
+        None
+    };
+    Ok((
+        token,
+        PollRaw {
+            seen,
+            highest,
+            uidnext,
+            gen,
+            keywords,
+            cache,
+            mark,
+        },
+    ))
 }
 
 /// The structures of `uids` from the folder's structure cache, all read under one look at the
