@@ -18,6 +18,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use imapd::{serve_connection, ImapContext, ImapSettings, Peer};
+
+// Many small, short-lived allocations per command from every session's task: mimalloc's
+// per-thread free lists cost less than glibc's arenas here (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
