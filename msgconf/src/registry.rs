@@ -297,6 +297,16 @@ pub static PARAMS: &[ParamSpec] = &[
         "Most messages one folder may hold; 0 = unlimited.",
     ),
     p(
+        "local.store.fsync",
+        Kind::Enum(&["optimized", "always"]),
+        "optimized",
+        "Which changes are on stable storage before they are acknowledged. optimized: a \
+         delivered, appended or copied message (its file, directory entry and index record) \
+         always; flag changes, expunges and other index updates at the folder's next commit \
+         round or the kernel's writeback (Dovecot's default, mail_fsync=optimized). always: \
+         every change.",
+    ),
+    p(
         "local.store.expungegrace",
         int(0, YEAR, Unit::Seconds),
         "86400",
@@ -618,6 +628,7 @@ pub mod names {
     pub const MAX_MESSAGE_SIZE: &str = "local.store.maxmessagesize";
     pub const MAX_FOLDER_MESSAGES: &str = "local.store.maxfoldermessages";
     pub const EXPUNGE_GRACE: &str = "local.store.expungegrace";
+    pub const FSYNC: &str = "local.store.fsync";
     pub const DB_CACHE_SIZE: &str = "local.store.dbcachesize";
     pub const SNAPSHOT_INTERVAL: &str = "local.store.snapshotinterval";
     pub const SNAPSHOT_DIRS: &str = "local.store.snapshotdirs";

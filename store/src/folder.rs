@@ -606,6 +606,10 @@ pub struct Folder {
     /// UIDNEXT as this process's last write left it (0: none yet), for `staging_dir`, which
     /// would otherwise wait for the state lock behind the writers.
     uidnext_hint: AtomicU32,
+    /// Whether a write that adds no message (flags, expunge, \Recent claim) also waits for
+    /// its commit round (`local.store.fsync = always`). Otherwise it is acknowledged once
+    /// written, and made durable by the folder's next round or the kernel's writeback.
+    sync_every_write: bool,
 }
 
 /// What one flag-store operation changed.
@@ -651,7 +655,23 @@ impl Folder {
             commit: GroupCommit::default(),
             staged_bucket: AtomicU32::new(0),
             uidnext_hint: AtomicU32::new(0),
+            sync_every_write: true,
         }
+    }
+
+    /// Writes made through this process whose commit round has not finished yet: a flag
+    /// change or expunge acknowledged under `local.store.fsync = optimized` counts until
+    /// the next round (the next append's, at the latest) has flushed it.
+    pub fn unflushed_writes(&self) -> u64 {
+        let g = self.commit.inner();
+        g.written.saturating_sub(g.synced)
+    }
+
+    /// Whether writes that add no message wait for their flush (see `sync_every_write`;
+    /// a folder opened directly, by a repair tool, always does).
+    pub fn syncing_every_write(mut self, on: bool) -> Folder {
+        self.sync_every_write = on;
+        self
     }
 
     /// Create the folder's files (the directory may exist already, holding subfolders).
@@ -719,6 +739,7 @@ impl Folder {
             let state = self.refresh(&mut guard, true)?;
             let flush_from = self.commit.begin(&mut state.header);
             let uidnext_before = state.header.uidnext;
+            let generation_before = state.header.generation;
             let mut w = Writer {
                 state,
                 files: &self.files,
@@ -743,6 +764,12 @@ impl Folder {
             };
             self.uidnext_hint
                 .store(w.state.header.uidnext, Ordering::Relaxed);
+            // New messages, or a rewritten index (compaction): always durable before the
+            // answer. Other writes wait only if configured to.
+            let must_wait = self.sync_every_write
+                || w.state.header.uidnext != uidnext_before
+                || w.state.header.generation != generation_before
+                || !w.opened.is_empty();
             let seq = if w.wrote {
                 // Every recorded message no round has taken yet: this write's, and any other
                 // process appended since (flushed here too, so the durable mark this process
@@ -772,7 +799,8 @@ impl Folder {
             } else {
                 None
             };
-            (out, seq)
+            // Not waited for: noted all the same, so that the next round flushes it.
+            (out, seq.filter(|_| must_wait))
         };
         if let Some((seq, epoch)) = seq {
             self.commit

@@ -41,6 +41,9 @@ pub struct StoreConfig {
     pub max_folder_messages: u64,
     pub default_storage_quota: Option<u64>,
     pub default_message_quota: Option<u64>,
+    /// `local.store.fsync = always`: every change is flushed before it is acknowledged,
+    /// not only new messages.
+    pub sync_every_write: bool,
 }
 
 impl StoreConfig {
@@ -68,6 +71,7 @@ impl StoreConfig {
             max_folder_messages: conf.get_int("local.store.maxfoldermessages").max(0) as u64,
             default_storage_quota: limit(conf.get_int("store.defaultmailboxquota")),
             default_message_quota: limit(conf.get_int("store.defaultmessagequota")),
+            sync_every_write: conf.get_str("local.store.fsync") == "always",
         })
     }
 }
@@ -240,11 +244,15 @@ impl Store {
             std::fs::create_dir_all(p).ctx(|| format!("creating partition {}", p.display()))?;
         }
         let db = MailboxDb::open(&layout.mboxlist_dir())?;
+        let sync_every_write = config.sync_every_write;
         Ok(Store {
             layout,
             config: Mutex::new(config),
             db,
-            folders: Mutex::new(FolderCache::default()),
+            folders: Mutex::new(FolderCache {
+                sync_every_write,
+                ..FolderCache::default()
+            }),
             usage: Mutex::new(UsageQueue::default()),
         })
     }
@@ -1027,6 +1035,12 @@ impl Store {
         self.folder(name)?.structure(uid)
     }
 
+    /// Writes to a folder made through this store and not yet flushed (see
+    /// [`Folder::unflushed_writes`]).
+    pub fn unflushed_writes(&self, name: &MailboxName) -> Result<u64> {
+        Ok(self.folder(name)?.unflushed_writes())
+    }
+
     /// Claim messages above the recent mark (the first session to see them reports \Recent).
     pub fn claim_recent(&self, name: &MailboxName) -> Result<u32> {
         self.folder(name)?.claim_recent()
@@ -1106,6 +1120,8 @@ struct FolderCache {
     /// Quota roots of cached folders, and when each was read from the database.
     roots: HashMap<String, (String, Instant)>,
     clock: u64,
+    /// Given to each folder opened (`local.store.fsync`; read when the store opens).
+    sync_every_write: bool,
 }
 
 impl FolderCache {
@@ -1137,7 +1153,10 @@ impl FolderCache {
                 return f.clone();
             }
         }
-        let f = Arc::new(Folder::new(name.to_owned(), FolderFiles::new(dir)));
+        let f = Arc::new(
+            Folder::new(name.to_owned(), FolderFiles::new(dir))
+                .syncing_every_write(self.sync_every_write),
+        );
         self.map.insert(name.to_owned(), (f.clone(), now));
         if self.map.len() > Self::CAPACITY {
             let mut idle: Vec<(u64, String)> = self

@@ -802,3 +802,44 @@ fn usage_of_concurrent_appends_reaches_the_database_and_limits_set_elsewhere_app
     // The failed append left nothing pending or counted.
     assert_eq!(other.quota("user/qc").unwrap().messages_used, 161);
 }
+
+/// `local.store.fsync`: by default (optimized) a flag change and an expunge are answered
+/// before their commit round and flushed by the next one (an append's); with `always`
+/// every write waits for its round. Appends wait in both.
+#[test]
+fn fsync_optimized_defers_flag_and_expunge_flushes_to_the_next_round() {
+    for always in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if always {
+            std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+            std::fs::write(
+                dir.path().join("config/msg.conf"),
+                "local.store.fsync = always\n",
+            )
+            .expect("write msg.conf");
+        }
+        let s = msgstore::Store::open(dir.path()).expect("open store");
+        let inbox = name("user/joe/INBOX");
+        s.create_mailbox(&inbox, None, None).unwrap();
+        let (_, uids) = s.append(&inbox, vec![msg("a"), msg("b")]).unwrap();
+        assert_eq!(
+            s.unflushed_writes(&inbox).unwrap(),
+            0,
+            "appends are durable"
+        );
+        s.store_flags(&inbox, &uids[..1], FlagOp::Add, flag::DELETED, &[], None)
+            .unwrap();
+        s.expunge(&inbox, None).unwrap();
+        let deferred = s.unflushed_writes(&inbox).unwrap();
+        assert_eq!(deferred, if always { 0 } else { 2 }, "always = {always}");
+        // Whatever is deferred is seen at once, by this store and by another one.
+        let other = msgstore::Store::open(dir.path()).expect("second store");
+        assert_eq!(other.status(&inbox).unwrap().messages, 1);
+        s.append(&inbox, vec![msg("c")]).unwrap();
+        assert_eq!(
+            s.unflushed_writes(&inbox).unwrap(),
+            0,
+            "the append's round took them"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use msgstore::folder::{FolderFiles, EXP, LCK};
+use msgstore::folder::{FolderFiles, EXP, IDX, JNL, LCK};
 use msgstore::fsutil::{self, FileLock};
 use msgstore::layout::{subdirs, user_dirs};
 
@@ -55,6 +55,7 @@ pub fn erase_folder(dir: &Path, grace_secs: i64, now: i64) -> io::Result<EraseOu
     let text = std::fs::read(&exp)?;
     let files = FolderFiles::new(dir.to_path_buf());
     let mut keep = String::new();
+    let mut due = Vec::new();
     for line in String::from_utf8_lossy(&text).lines() {
         let mut it = line.split_whitespace();
         let uid: Option<u32> = it.next().and_then(|v| v.parse().ok());
@@ -71,6 +72,21 @@ pub fn erase_folder(dir: &Path, grace_secs: i64, now: i64) -> io::Result<EraseOu
             out.pending += 1;
             continue;
         }
+        due.push(uid);
+    }
+    if !due.is_empty() {
+        // With `local.store.fsync = optimized` an expunge is acknowledged before its index
+        // update is flushed: flush it before the files go, so that a crash can never leave
+        // a live record without its file.
+        for f in [IDX, JNL] {
+            match std::fs::File::open(dir.join(f)) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for uid in due {
         let path = files.message(uid);
         match std::fs::metadata(&path) {
             Ok(m) => {
