@@ -20,7 +20,9 @@
 # BIG, IDLE, DV_IDLE, SIDES ("ours dovecot"; "dovecot" alone runs only Dovecot), TESTS
 # ("mixed big idle": the parts to run), BUILD (1; 0 uses the release binaries already in
 # ${CARGO_TARGET_DIR:-target}/release), IMAPD (the imapd binary to run, default the release
-# build there: an older build kept for a before/after), BENCH_DIR (/var/tmp/imap-bench).
+# build there: an older build kept for a before/after), BENCH_DIR (/var/tmp/imap-bench),
+# FSYNC ("optimized", both servers' default; "always": every change flushed before it is
+# answered, on both sides: our local.store.fsync and Dovecot's mail_fsync).
 # The corpus under BENCH_DIR is kept and reused when USERS, MESSAGES and BIG are unchanged
 # (FRESH=1 rebuilds it). Dovecot runs from its own configuration there and never touches
 # the system's.
@@ -37,6 +39,7 @@ IDLE=${IDLE:-10000}
 DV_IDLE=${DV_IDLE:-1000}
 SIDES=${SIDES:-"ours dovecot"}
 TESTS=${TESTS:-"mixed big idle"}
+FSYNC=${FSYNC:-optimized}
 B=${BENCH_DIR:-/var/tmp/imap-bench}
 T=${CARGO_TARGET_DIR:-target}/release
 OUR_IMAP=12243; DV_IMAP=11243
@@ -105,6 +108,7 @@ if [[ " $SIDES " == *" ours "* ]]; then
     # (20,000 here): an idle session holds one descriptor, its socket.
     $T/configutil --root $B/msg -o service.imap.sessionsperprocess -v $(( IDLE + 1000 ))
     $T/configutil --root $B/msg -o local.service.imap.fdpersession -v 1
+    $T/configutil --root $B/msg -o local.store.fsync -v "$FSYNC"
 fi
 start_imapd() {
     if [ -n "${IMAPD_PID:-}" ]; then
@@ -118,7 +122,8 @@ start_imapd() {
 [[ " $SIDES " == *" ours "* ]] && start_imapd
 # Dovecot 2.3: Maildir, passwd-file users, login processes in its high-performance mode
 # (service_count = 0), one imap process per session (its default), the default
-# mail_fsync = optimized (a saved message is flushed before APPEND is answered, as ours).
+# mail_fsync = $FSYNC (default optimized: a saved message is flushed before APPEND is
+# answered, as ours; flag changes and expunges are not flushed, as ours with optimized).
 cat > $B/dovecot/dovecot.conf <<CONF
 base_dir = $B/dovecot/run
 state_dir = $B/dovecot/state
@@ -138,7 +143,7 @@ userdb {
   args = uid=nobody gid=nogroup home=$B/dovecot/home/%n
 }
 mail_location = maildir:~/Maildir
-mail_fsync = optimized
+mail_fsync = $FSYNC
 mail_max_userip_connections = 100000
 default_process_limit = $(( DV_IDLE + 1000 ))
 default_client_limit = $(( DV_IDLE + 4000 ))
