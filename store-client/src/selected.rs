@@ -467,7 +467,7 @@ impl SelectedFolder {
             } else {
                 Vec::new()
             };
-            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, c));
             Ok((out, kws, stashed))
         })
         .await?;
@@ -501,7 +501,7 @@ impl SelectedFolder {
             let store = session.client.store();
             let (name, out) = session.append_in(store, &folder, msgs)?;
             if name == here {
-                let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+                let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, c));
                 Ok((name, out, stashed, None))
             } else {
                 Ok((name, out, None, cache))
@@ -530,7 +530,7 @@ impl SelectedFolder {
             session.require(&name, 'e')?;
             let store = session.client.store();
             let gone = store.expunge(&name, uids.as_deref())?;
-            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, Some(c)));
+            let stashed = cache.and_then(|c| Self::stash_poll(store, &name, &args, c));
             Ok((gone, stashed))
         })
         .await?;
@@ -558,9 +558,9 @@ impl SelectedFolder {
         store: &Store,
         name: &MailboxName,
         args: &PollArgs,
-        cache: Option<MetaCache>,
+        cache: MetaCache,
     ) -> Option<Stashed> {
-        poll_raw(store, name, args, cache).ok()
+        poll_raw(store, name, args, Some(cache)).ok()
     }
 
     /// The metadata cache, handed to a write that will read the next poll (see

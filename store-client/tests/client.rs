@@ -208,6 +208,63 @@ async fn select_fetch_store_expunge_and_updates_between_sessions() {
     ));
 }
 
+/// A write through a selected folder also reads what its next poll announces; a change by
+/// another session in between makes that reading stale, and the poll must still report it.
+#[tokio::test]
+async fn poll_after_own_write_still_reports_what_others_did_in_between() {
+    let (_d, c) = setup().await;
+    let s = c.session_for("joe").await.unwrap();
+    append_numbered(&s, 4, "hello").await;
+    let mut a = s.select("INBOX", false).await.unwrap();
+    let mut b = s.select("INBOX", false).await.unwrap();
+
+    // Nothing in between: a's own change is not echoed back to it.
+    a.store_flags(&[1], msgstore_flagop_add(), &[Flag::Flagged], None)
+        .await
+        .unwrap();
+    assert!(a.poll(true).await.unwrap().flags.is_empty());
+    b.poll(true).await.unwrap();
+
+    // b changes message 2 between a's write and a's poll.
+    a.store_flags(&[1], msgstore_flagop_add(), &[Flag::Seen], None)
+        .await
+        .unwrap();
+    b.store_flags(&[2], msgstore_flagop_add(), &[Flag::Answered], None)
+        .await
+        .unwrap();
+    let up = a.poll(true).await.unwrap();
+    assert_eq!(up.flags.iter().map(|f| f.1).collect::<Vec<_>>(), [2]);
+
+    // An append to the selected folder through it: its EXISTS; and with another session's
+    // append and expunge in between, those too.
+    let (_, uids) = a
+        .append_many("INBOX", vec![(mail("mine", "x"), vec![], None)])
+        .await
+        .unwrap();
+    assert_eq!(uids, [5]);
+    let up = a.poll(true).await.unwrap();
+    assert_eq!((up.exists, a.uid_of(5)), (Some(5), Some(5)));
+    b.poll(true).await.unwrap();
+    a.store_flags(&[5], msgstore_flagop_add(), &[Flag::Deleted], None)
+        .await
+        .unwrap();
+    a.expunge(Some(&[5])).await.unwrap();
+    b.append_many("INBOX", vec![(mail("theirs", "y"), vec![], None)])
+        .await
+        .unwrap();
+    let up = a.poll(true).await.unwrap();
+    assert_eq!(up.vanished, [5]);
+    assert_eq!(a.uids(), [1, 2, 3, 4, 6]);
+    // To another folder: nothing to announce here, and the view's cache still serves.
+    s.create("Other", None).await.unwrap();
+    a.append_many("Other", vec![(mail("elsewhere", "z"), vec![], None)])
+        .await
+        .unwrap();
+    let up = a.poll(true).await.unwrap();
+    assert!(up.exists.is_none() && up.flags.is_empty());
+    assert_eq!(a.fetch_meta(&[6]).await.unwrap().len(), 1);
+}
+
 fn msgstore_flagop_add() -> store_client::FlagOp {
     store_client::FlagOp::Add
 }
