@@ -253,7 +253,7 @@ const BROWSER_SCRIPT: &str = r#####"
 import sys, os, time, json, smtplib, threading, tempfile, http.server
 from email.message import EmailMessage
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, StaleElementReferenceException
+from selenium.common.exceptions import TimeoutException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -330,9 +330,20 @@ opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
 d = webdriver.Chrome(service=Service('/usr/bin/chromedriver'), options=opts)
 d.set_script_timeout(20)
 
+def settled(cond):
+    # An element found just before the page replaced it: Chrome reports it stale, or (while
+    # the document itself is being swapped, as at log-out) as a node that "does not belong
+    # to the document". Either way, look again.
+    try:
+        return cond()
+    except WebDriverException as e:
+        if 'does not belong to the document' in str(e):
+            return False
+        raise
+
 def wait(cond, what, timeout=15):
     try:
-        return WebDriverWait(d, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(lambda _: cond())
+        return WebDriverWait(d, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(lambda _: settled(cond))
     except TimeoutException:
         d.save_screenshot(os.path.join(tempfile.gettempdir(), 'webmail-failure.png'))
         raise AssertionError('timed out waiting for: ' + what)
