@@ -322,7 +322,7 @@ impl GcInner {
             let go = all
                 || *e != epoch
                 || *seq <= synced
-                || (may_start && *seq > started && !std::mem::replace(&mut may_start, false));
+                || (may_start && *seq > started && std::mem::replace(&mut may_start, false));
             if go {
                 t.unpark();
             }
