@@ -523,6 +523,19 @@ pub fn process_counted(t: &Target, o: &RepairOptions, messages: &AtomicU64) -> O
             return out;
         }
     };
+    if !o.check_only {
+        // After a restart of the machine, what the message log holds goes back first: a
+        // rebuild from the files alone would miss messages a power loss took from them.
+        match sf::recover_after_restart(&sf::FolderFiles::new(t.dir.clone()), name) {
+            Ok(true) => out.lines.push(format!(
+                "Messages of {name} restored from the message log after a restart of the machine"
+            )),
+            Ok(false) => {}
+            Err(e) => out
+                .lines
+                .push(format!("Could not replay the message log of {name}: {e}")),
+        }
+    }
     let mut s = match scan(&t.dir, name, o.check_only && o.force, !o.check_only) {
         Ok(s) => s,
         Err(e) => {

@@ -793,3 +793,56 @@ fn database_passes_count_their_progress() {
         "{line}"
     );
 }
+
+/// After a power loss, message files the appends made durable only through the message log
+/// are missing: reconstruct puts them back from the log before it looks at the folder, as the
+/// folder's own first load would have done.
+#[test]
+fn messages_a_power_loss_took_come_back_from_the_message_log() {
+    use msgstore::index::{self, Header};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let inbox = name("user/pl/INBOX");
+    store.create_mailbox(&inbox, None, None).expect("create");
+    for s in ["one", "two", "three", "four"] {
+        store.append(&inbox, vec![msg(s, 0, &[])]).expect("append");
+    }
+    let fdir = folder_dir(dir.path(), &inbox);
+    // What survives the power loss: the log segments (flushed before each answer).
+    let segments: Vec<(PathBuf, Vec<u8>)> = msgstore::wal::segments_in(&fdir)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert!(!segments.is_empty());
+    drop(store);
+    for uid in [2, 3] {
+        std::fs::remove_file(fdir.join(format!("0/{uid}.msg"))).unwrap();
+    }
+    let idx = fdir.join("store.idx");
+    let mut b = std::fs::read(&idx).unwrap();
+    let mut h = Header::decode(&b[..index::HEADER_SIZE], "x").unwrap();
+    h.boot_id = [0x5a; 16];
+    b[..index::HEADER_SIZE].copy_from_slice(&h.encode());
+    std::fs::write(&idx, &b).unwrap();
+    for (p, b) in &segments {
+        std::fs::write(p, b).unwrap();
+    }
+    let (code, out, err) = run(dir.path(), &["-r", "user/pl"]);
+    assert!(out.contains("restored from the message log"), "{out}{err}");
+    assert!(code == 0 || code == 1, "{out}{err}");
+    assert!(msgstore::wal::segments_in(&fdir).unwrap().is_empty());
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.status(&inbox).unwrap().messages, 4);
+    for (uid, s) in [(1, "one"), (2, "two"), (3, "three"), (4, "four")] {
+        assert_eq!(
+            store.read_message(&inbox, uid).unwrap(),
+            msg(s, 0, &[]).data
+        );
+    }
+    let (code, out, _) = run(dir.path(), &["-n", "-r", "user/pl"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -63,6 +63,50 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl StoreError {
+    /// The same error for another caller (one combined write failing answers several).
+    pub fn duplicate(&self) -> StoreError {
+        use StoreError as E;
+        match self {
+            E::InvalidName { name, reason } => E::InvalidName {
+                name: name.clone(),
+                reason,
+            },
+            E::InvalidUser(s) => E::InvalidUser(s.clone()),
+            E::NoSuchMailbox(s) => E::NoSuchMailbox(s.clone()),
+            E::MailboxExists(s) => E::MailboxExists(s.clone()),
+            E::HasChildren(s) => E::HasChildren(s.clone()),
+            E::NoSuchPartition(s) => E::NoSuchPartition(s.clone()),
+            E::EmptyMessage => E::EmptyMessage,
+            E::MessageTooLarge { size, limit } => E::MessageTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            E::OverQuota { root, what } => E::OverQuota {
+                root: root.clone(),
+                what,
+            },
+            E::FolderFull { mailbox, limit } => E::FolderFull {
+                mailbox: mailbox.clone(),
+                limit: *limit,
+            },
+            E::TooManyKeywords(s) => E::TooManyKeywords(s.clone()),
+            E::InvalidKeyword(s) => E::InvalidKeyword(s.clone()),
+            E::NoSuchMessage(u) => E::NoSuchMessage(*u),
+            E::PermissionDenied(s) => E::PermissionDenied(s.clone()),
+            E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
+            E::Corrupt(s) => E::Corrupt(s.clone()),
+            E::Database(e) => E::Corrupt(format!("mailbox database error: {e}")),
+            E::Io { context, source } => E::Io {
+                context: context.clone(),
+                // The OS error code survives (a full disk stays a full disk).
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+        }
+    }
+
     /// True when the failure is the disk being full (ENOSPC/EDQUOT).
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Io { source, .. }

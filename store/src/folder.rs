@@ -6,12 +6,12 @@
 //! `store.lck` (shared for reading, exclusive for writing), so the two can never deadlock.
 //! Writers release both before waiting for their group commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use crate::fsutil::{self, FileLock, FlushTarget};
 use crate::index::{self, flag, Header, Record, RECORD_SIZE};
 use crate::journal::{self, Entry, JournalHeader};
 use crate::message::{now_secs, PreparedMessage};
+use crate::wal::{self, FolderLog};
 
 pub const IDX: &str = "store.idx";
 pub const JNL: &str = "store.jnl";
@@ -233,6 +234,32 @@ fn for_each_record(
     Ok(())
 }
 
+/// The records before the first damaged one (or one whose UID does not ascend), at most
+/// `count`: what survived of an index after a power loss.
+fn read_valid_prefix(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
+    const CHUNK: u64 = 16384;
+    let mut out: Vec<Msg> = Vec::with_capacity(count as usize);
+    let mut buf = vec![0u8; (CHUNK.min(count) as usize) * RECORD_SIZE];
+    let mut pos = 0;
+    while pos < count {
+        let n = (count - pos).min(CHUNK);
+        let want = n as usize * RECORD_SIZE;
+        let got = fsutil::read_at_most(idx, &mut buf[..want], index::record_offset(pos))
+            .ctx(|| format!("reading index of {name}"))?;
+        for chunk in buf[..got].chunks_exact(RECORD_SIZE) {
+            match Record::decode(chunk) {
+                Some(r) if out.last().is_none_or(|m| m.uid < r.uid) => out.push(Msg::from(&r)),
+                _ => return Ok(out),
+            }
+        }
+        if got < want {
+            break;
+        }
+        pos += n;
+    }
+    Ok(out)
+}
+
 /// Load the in-memory part of `count` records without keeping the records themselves.
 fn read_msgs(idx: &File, count: u64, name: &str) -> Result<Vec<Msg>> {
     let mut out = Vec::with_capacity(count as usize);
@@ -275,6 +302,8 @@ struct GcInner {
     files: Vec<FlushTarget>,
     dirs: HashSet<PathBuf>,
     journal: bool,
+    /// Message-log segments written since the last round.
+    logs: Vec<Arc<File>>,
     /// UIDNEXT at the last note: once the next round is done, every message below it is durable.
     uid_target: u32,
     /// Rounds under way (`None`) or finished ahead of an earlier one (`Some((write, uid))`),
@@ -289,8 +318,10 @@ struct GcInner {
     durable_uid: u32,
     /// Every message below this UID is durable or in some round's list of files.
     requested_uid: u32,
-    /// The index as the last write left it, flushed by descriptor in the next round.
+    /// The index as the last write left it, flushed by descriptor in the next round...
     index: Option<Arc<File>>,
+    /// ... if a write since the last round needs it (see `Note::index_needed`).
+    index_needed: bool,
     /// Writers that entered `Folder::write`, and those of them past their note (or done
     /// without writing): the difference are writers queued on, or holding, the folder lock.
     entered: u64,
@@ -357,6 +388,10 @@ struct Note {
     index: Arc<File>,
     dirs: Vec<PathBuf>,
     journal: bool,
+    /// The message-log segment this write added to.
+    log: Option<Arc<File>>,
+    /// The index needs a flush (anything but appends whose records went to the log).
+    index_needed: bool,
     uidnext: u32,
 }
 
@@ -406,8 +441,14 @@ impl GroupCommit {
         g.files.extend(n.files);
         g.unflushed.extend(n.own);
         g.index = Some(n.index);
+        g.index_needed |= n.index_needed;
         g.dirs.extend(n.dirs);
         g.journal |= n.journal;
+        if let Some(l) = n.log {
+            if !g.logs.iter().any(|o| Arc::ptr_eq(o, &l)) {
+                g.logs.push(l);
+            }
+        }
         g.uid_target = g.uid_target.max(n.uidnext);
         g.requested_uid = g.requested_uid.max(n.uidnext);
         (g.written, g.epoch)
@@ -450,6 +491,7 @@ impl GroupCommit {
             g.requested_uid = g.durable_uid;
             g.covered_uid = g.durable_uid;
             g.journal = true;
+            g.index_needed = true;
             g.wake(true);
         }
         r
@@ -511,10 +553,15 @@ impl GroupCommit {
             g.next_round += 1;
             let target = (g.written, g.uid_target);
             g.started = g.written;
-            let msgs = std::mem::take(&mut g.files);
+            let mut msgs = std::mem::take(&mut g.files);
+            msgs.extend(g.logs.drain(..).map(FlushTarget::Open));
             let dirs: Vec<PathBuf> = g.dirs.drain().collect();
             let journal = std::mem::take(&mut g.journal);
-            let index = g.index.take();
+            let index = if std::mem::take(&mut g.index_needed) {
+                IndexFlush::Flush(g.index.take())
+            } else {
+                IndexFlush::Skip
+            };
             let round_epoch = g.epoch;
             g.rounds.insert(id, None);
             drop(g);
@@ -543,6 +590,8 @@ impl GroupCommit {
                         g.covered_uid = g.durable_uid;
                         g.dirs.extend(dirs);
                         g.journal = true;
+                        g.index_needed = true;
+                        g.index_needed = true;
                         g.wake(true);
                         return Err(e);
                     }
@@ -555,18 +604,28 @@ impl GroupCommit {
 
 /// One flush round: the message files, the directories that gained names, the index and
 /// (when written) the journal, all in flight at once on the flusher threads.
+/// Whether a round flushes the index: by descriptor if it has one, else by path.
+enum IndexFlush {
+    Skip,
+    Flush(Option<Arc<File>>),
+}
+
 fn flush_all(
     files: &FolderFiles,
     mut targets: Vec<FlushTarget>,
     dirs: &[PathBuf],
     journal: bool,
-    index: Option<Arc<File>>,
+    index: IndexFlush,
 ) -> io::Result<()> {
     targets.extend(dirs.iter().cloned().map(FlushTarget::Dir));
     if journal {
         targets.push(FlushTarget::Path(files.path(JNL)));
     }
     // The index on this thread while the flusher threads do the rest, all in flight at once.
+    let mut pending_here = match index {
+        IndexFlush::Skip => targets.pop(),
+        IndexFlush::Flush(_) => None,
+    };
     let pending: Vec<_> = targets
         .into_iter()
         .map(|t| {
@@ -575,8 +634,13 @@ fn flush_all(
         })
         .collect();
     let mut result = match index {
-        Some(f) => f.sync_data(),
-        None => File::open(files.path(IDX)).and_then(|f| f.sync_data()),
+        // Nothing of its own: one of the others, here instead of on a flusher thread.
+        IndexFlush::Skip => match pending_here.take() {
+            Some(t) => t.flush_here(),
+            None => Ok(()),
+        },
+        IndexFlush::Flush(Some(f)) => f.sync_data(),
+        IndexFlush::Flush(None) => File::open(files.path(IDX)).and_then(|f| f.sync_data()),
     };
     let mut check = |r: io::Result<()>, vanished_ok: bool| match r {
         Ok(()) => {}
@@ -594,6 +658,103 @@ fn flush_all(
     result
 }
 
+/// What a write left to wait for after its locks were released.
+struct PendingCommit {
+    /// (sequence, epoch) of its note, if it must be waited for.
+    seq: Option<(u64, u64)>,
+    /// Files the writer flushes itself.
+    own: Vec<(u32, Arc<File>)>,
+}
+
+/// What an append answers: (UIDVALIDITY, UIDs).
+type AppendOutcome = Result<(u32, Vec<u32>)>;
+
+/// One caller's append waiting in a folder's queue (see `Folder::append_with_validity`).
+struct AppendSlot {
+    request: Mutex<Option<(Vec<PreparedMessage>, u64)>>,
+    outcome: Mutex<Option<AppendOutcome>>,
+    /// Set when this caller is to combine the next batch.
+    lead: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl AppendSlot {
+    fn take_request(&self) -> Option<(Vec<PreparedMessage>, u64)> {
+        self.request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+    fn take_outcome(&self) -> Option<AppendOutcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+    fn answer(&self, r: AppendOutcome) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.thread.unpark();
+    }
+}
+
+/// Appends waiting for the folder lock. One caller at a time (the combiner) takes every
+/// waiting append into a single write under the lock, and answers them all after its commit
+/// round: the others sleep once, instead of once for the lock and once more for the round,
+/// and the lock, the index header and the log are written once per batch.
+#[derive(Default)]
+struct AppendQueue {
+    m: Mutex<QueueInner>,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    waiting: VecDeque<Arc<AppendSlot>>,
+    /// A combiner is working (or has been handed the next batch).
+    combining: bool,
+}
+
+/// Appends one combined write takes at most (a bound on how long it holds the lock).
+const COMBINE_AT_MOST: usize = 64;
+
+impl AppendQueue {
+    fn inner(&self) -> MutexGuard<'_, QueueInner> {
+        self.m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `slot`; true if the caller is to combine (nobody else is).
+    fn join(&self, slot: &Arc<AppendSlot>) -> bool {
+        let mut q = self.inner();
+        q.waiting.push_back(slot.clone());
+        !std::mem::replace(&mut q.combining, true)
+    }
+
+    fn take(&self) -> Vec<Arc<AppendSlot>> {
+        let mut q = self.inner();
+        let n = q.waiting.len().min(COMBINE_AT_MOST);
+        q.waiting.drain(..n).collect()
+    }
+
+    /// After a combiner's write: `retry` go back to the head of the queue, and the first
+    /// waiting caller (if any) is handed the next batch.
+    fn release(&self, retry: &[Arc<AppendSlot>]) {
+        let mut q = self.inner();
+        for r in retry.iter().rev() {
+            q.waiting.push_front(r.clone());
+        }
+        match q.waiting.front() {
+            Some(next) => {
+                next.lead.store(true, Ordering::Release);
+                next.thread.unpark();
+            }
+            None => q.combining = false,
+        }
+    }
+}
+
+/// UIDs skipped after a power loss that left message-log segments behind (an upper bound
+/// on appends in flight at once to one folder).
+const UID_GAP_AFTER_LOSS: u32 = 1024;
+
 /// A folder of this process: its files, and the shared in-memory state.
 pub struct Folder {
     pub name: String,
@@ -610,6 +771,9 @@ pub struct Folder {
     /// its commit round (`local.store.fsync = always`). Otherwise it is acknowledged once
     /// written, and made durable by the folder's next round or the kernel's writeback.
     sync_every_write: bool,
+    /// This process's message log for the folder (see `wal`).
+    log: Arc<FolderLog>,
+    appends: AppendQueue,
 }
 
 /// What one flag-store operation changed.
@@ -650,6 +814,8 @@ impl Folder {
     pub fn new(name: String, files: FolderFiles) -> Folder {
         Folder {
             name,
+            log: FolderLog::new(files.dir.clone()),
+            appends: AppendQueue::default(),
             files,
             state: Mutex::new(None),
             commit: GroupCommit::default(),
@@ -730,6 +896,30 @@ impl Folder {
 
     /// Run `f` with the exclusive lock; wait for the group commit if `f` wrote anything.
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        let (out, commit) = self.write_locked(f)?;
+        self.finish_write(commit)?;
+        Ok(out)
+    }
+
+    /// Wait until what a write noted is on stable storage (if it must be waited for).
+    fn finish_write(&self, commit: PendingCommit) -> Result<()> {
+        if let Some((seq, epoch)) = commit.seq {
+            self.commit
+                .flush_own(&commit.own)
+                .ctx(|| format!("flushing messages of {}", self.name))?;
+            self.commit
+                .wait(seq, epoch, &self.files)
+                .ctx(|| format!("flushing {}", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// The part of `write` under the locks: run `f`, write its message-log entries, note
+    /// what the commit round must flush.
+    fn write_locked<T>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T>,
+    ) -> Result<(T, PendingCommit)> {
         let mut own = Vec::new();
         let (out, seq) = {
             let _entered = self.commit.enter();
@@ -749,8 +939,24 @@ impl Folder {
                 journaled: false,
                 data_durable: false,
                 opened: Vec::new(),
+                log: &self.log,
+                logged: Vec::new(),
+                log_buf: Vec::new(),
+                log_file: None,
+                reload_after: false,
+                logged_append: false,
+                unlogged: false,
             };
-            let out = match f(&mut w) {
+            let records_before = w.state.msgs.len();
+            let header_before = w.state.header;
+            let out = match f(&mut w).and_then(|o| match w.write_log() {
+                Ok(()) => Ok(o),
+                Err(e) => {
+                    // Not answered, so not kept: the records and files of this write go.
+                    w.roll_back(records_before, header_before);
+                    Err(e)
+                }
+            }) {
                 Ok(o) => o,
                 Err(e) => {
                     // Whatever was half-written, the disk is the truth: reload next time.
@@ -785,6 +991,8 @@ impl Folder {
                     })
                     // This write's own files, still open, are flushed by the writer itself.
                     .filter(|m| w.opened.binary_search_by_key(&m.uid, |(u, _)| *u).is_err())
+                    // Its logged messages are durable with the log.
+                    .filter(|m| w.logged.binary_search(&m.uid).is_err())
                     .map(|m| FlushTarget::Path(self.files.message(m.uid)))
                     .collect();
                 own = std::mem::take(&mut w.opened);
@@ -793,24 +1001,22 @@ impl Folder {
                     own: own.iter().map(|(u, _)| *u).collect(),
                     index: s.idx.clone(),
                     dirs: std::mem::take(&mut w.dirs),
-                    journal: w.journaled,
+                    journal: w.journaled && w.unlogged,
+                    index_needed: w.unlogged,
+                    log: w.log_file.take(),
                     uidnext: s.header.uidnext,
                 }))
             } else {
                 None
             };
+            if w.reload_after {
+                // Part of a combined append failed part-way: the disk is the truth.
+                *guard = None;
+            }
             // Not waited for: noted all the same, so that the next round flushes it.
             (out, seq.filter(|_| must_wait))
         };
-        if let Some((seq, epoch)) = seq {
-            self.commit
-                .flush_own(&own)
-                .ctx(|| format!("flushing messages of {}", self.name))?;
-            self.commit
-                .wait(seq, epoch, &self.files)
-                .ctx(|| format!("flushing {}", self.name))?;
-        }
-        Ok(out)
+        Ok((out, PendingCommit { seq, own }))
     }
 
     /// Bring the in-memory state up to date with the disk. With `repair` (exclusive lock held),
@@ -961,7 +1167,16 @@ impl Folder {
             let len = idx.metadata().ctx(|| format!("stat {}", self.name))?.len();
             count = count.min(len.saturating_sub(index::RECORDS_OFFSET) / RECORD_SIZE as u64);
         }
-        let msgs = read_msgs(&idx, count, &self.name)?;
+        let msgs = if restarted {
+            // Index pages written after the last flush may be lost in any order: keep the
+            // valid prefix (what follows, if acknowledged, comes back from the message log).
+            read_valid_prefix(&idx, count, &self.name)?
+        } else {
+            read_msgs(&idx, count, &self.name)?
+        };
+        if restarted {
+            count = msgs.len() as u64;
+        }
         let mut s = FolderState {
             header,
             keywords,
@@ -974,7 +1189,7 @@ impl Folder {
             cache,
         };
         if restarted && count < s.header.record_count {
-            tracing::warn!(mailbox = %self.name, lost = s.header.record_count - count, "index records lost in a restart of the machine were never acknowledged; dropped");
+            tracing::warn!(mailbox = %self.name, lost = s.header.record_count - count, "index records lost in a restart of the machine dropped (the acknowledged ones come back from the message log)");
             s.header.record_count = count;
             let all = read_records(&s.idx, 0, count, &self.name)?;
             recount(&mut s.header, &all);
@@ -986,6 +1201,7 @@ impl Folder {
             self.repair_tail(&mut s)?;
         }
         if restarted {
+            self.restore_from_log(&mut s)?;
             self.verify_after_restart(&mut s)?;
         }
         Ok(s)
@@ -1048,6 +1264,93 @@ impl Folder {
             .and_then(|()| s.idx.sync_data())
             .ctx(|| format!("repairing index of {}", self.name))?;
         Ok(())
+    }
+
+    /// After the machine restarted: what a power loss took before a checkpoint flushed it
+    /// comes back from the message log (see `wal`). Records the index lost (the index is not
+    /// flushed for appends whose records went to the log) are added again, and messages whose
+    /// files are missing or damaged get their bytes back; then the segments go.
+    fn restore_from_log(&self, s: &mut FolderState) -> Result<()> {
+        let ctx = || format!("restoring messages of {} from its log", self.name);
+        let segments = wal::segments_in(&self.files.dir).ctx(ctx)?;
+        if segments.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for (i, path) in segments.iter().enumerate() {
+            for m in wal::scan_segment(path).ctx(ctx)? {
+                if m.uidvalidity == s.header.uidvalidity {
+                    entries.push((m.record.uid, i, m));
+                }
+            }
+        }
+        entries.sort_by_key(|(uid, _, _)| *uid);
+        entries.dedup_by_key(|(uid, _, _)| *uid);
+        let mut last = s.msgs.last().map_or(0, |m| m.uid);
+        let (mut added, mut restored) = (Vec::new(), Vec::new());
+        for (uid, seg, m) in entries {
+            let path = &segments[seg];
+            if uid > last {
+                // Its record was lost: the log's copy goes back at the end of the index.
+                let data = wal::read_data(path, &m).ctx(ctx)?;
+                if !self.file_matches(&m.record)? {
+                    self.put_restored(&m.record, &data).ctx(ctx)?;
+                }
+                let pos = s.msgs.len() as u64;
+                s.idx
+                    .write_all_at(&m.record.encode(), index::record_offset(pos))
+                    .ctx(ctx)?;
+                s.msgs.push(Msg::from(&m.record));
+                last = uid;
+                added.push(uid);
+                continue;
+            }
+            let Some(live) = s.get(uid).filter(|x| !x.is_expunged()) else {
+                continue;
+            };
+            let r = s.record(live.uid, &self.name)?;
+            let same = r.size == m.len as u64 && (r.content_crc == 0 || r.content_crc == m.crc);
+            if same && !self.file_matches(&r)? {
+                let data = wal::read_data(path, &m).ctx(ctx)?;
+                self.put_restored(&r, &data).ctx(ctx)?;
+                restored.push(uid);
+            }
+        }
+        // Appends in flight at the power loss may have shown their UIDs to other sessions
+        // and left no entry: UIDs from here on are never handed out again.
+        let next = s.header.uidnext.max(last.saturating_add(1));
+        s.header.uidnext = next.saturating_add(UID_GAP_AFTER_LOSS).min(u32::MAX - 1);
+        if !added.is_empty() {
+            let all = read_records(&s.idx, 0, s.msgs.len() as u64, &self.name)?;
+            recount(&mut s.header, &all);
+        }
+        s.idx.write_all_at(&s.header.encode(), 0).ctx(ctx)?;
+        if !added.is_empty() {
+            tracing::warn!(mailbox = %self.name, uids = ?added, "index records lost in a restart of the machine restored from the message log");
+        }
+        s.idx.sync_data().ctx(ctx)?;
+        if !restored.is_empty() {
+            tracing::warn!(mailbox = %self.name, uids = ?restored, "message files lost in a restart of the machine restored from the message log");
+        }
+        wal::remove_segments(&segments).ctx(ctx)
+    }
+
+    /// Write a message file back from the log, durably (file, then its directory entry).
+    fn put_restored(&self, r: &Record, data: &[u8]) -> io::Result<()> {
+        let bucket = self.files.bucket(r.uid);
+        if !bucket.exists() {
+            std::fs::create_dir_all(&bucket)?;
+            fsutil::sync_dir(&self.files.dir)?;
+        }
+        let tmp = bucket.join(format!(".tmp.restore.{}", r.uid));
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        // The internal date lives in the file's mtime too (for reconstruct).
+        let secs = r.internal_date.max(0) as u64;
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, self.files.message(r.uid))?;
+        fsutil::sync_dir(&bucket)
     }
 
     /// The message file of `r` is there with the size and content it was recorded with. An
@@ -1148,16 +1451,87 @@ impl Folder {
         self.write(|w| w.append(&mut msgs, max_messages))
     }
 
-    /// `append`, with the folder's UIDVALIDITY as the write saw it.
+    /// `append`, with the folder's UIDVALIDITY as the write saw it. Concurrent appends of
+    /// this process are combined into one write (see `AppendQueue`).
     pub fn append_with_validity(
         &self,
         mut msgs: Vec<PreparedMessage>,
         max_messages: u64,
     ) -> Result<(u32, Vec<u32>)> {
-        self.write(|w| {
-            let uids = w.append(&mut msgs, max_messages)?;
-            Ok((w.state.header.uidvalidity, uids))
-        })
+        if msgs.iter().any(|m| m.data_durable) {
+            // A bulk import (already flushed) on its own: its write skips the file flushes.
+            return self.write(|w| {
+                let uids = w.append(&mut msgs, max_messages)?;
+                Ok((w.state.header.uidvalidity, uids))
+            });
+        }
+        let me = Arc::new(AppendSlot {
+            request: Mutex::new(Some((msgs, max_messages))),
+            outcome: Mutex::new(None),
+            lead: AtomicBool::new(false),
+            thread: std::thread::current(),
+        });
+        let mut lead = self.appends.join(&me);
+        loop {
+            if lead {
+                self.combine();
+            }
+            if let Some(r) = me.take_outcome() {
+                return r;
+            }
+            lead = me.lead.swap(false, Ordering::AcqRel);
+            if !lead {
+                // Woken by an answer or by the lead; a wake given before is kept.
+                std::thread::park();
+            }
+        }
+    }
+
+    /// Take the waiting appends into one write, hand the queue to the next combiner, wait for
+    /// the commit round, answer every caller taken.
+    fn combine(&self) {
+        let batch = self.appends.take();
+        let mut outcomes: Vec<Option<AppendOutcome>> = batch.iter().map(|_| None).collect();
+        let mut retry: &[Arc<AppendSlot>] = &[];
+        let written = self.write_locked(|w| {
+            for (i, slot) in batch.iter().enumerate() {
+                let Some((mut msgs, max)) = slot.take_request() else {
+                    continue;
+                };
+                match w.append(&mut msgs, max) {
+                    Ok(uids) => outcomes[i] = Some(Ok((w.state.header.uidvalidity, uids))),
+                    Err(e) => {
+                        let wrote_nothing = matches!(e, StoreError::FolderFull { .. });
+                        outcomes[i] = Some(Err(e));
+                        if !wrote_nothing {
+                            // The rest go again in a write of their own, from a reloaded state.
+                            w.reload_after = true;
+                            retry = &batch[i + 1..];
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        self.appends.release(retry);
+        let done = batch.len() - retry.len();
+        let failed = match written {
+            Ok(((), commit)) => self.finish_write(commit).err(),
+            Err(e) => Some(e),
+        };
+        for (slot, outcome) in batch[..done].iter().zip(outcomes) {
+            let r = match (&failed, outcome) {
+                (_, Some(Err(e))) => Err(e),
+                (None, Some(Ok(v))) => Ok(v),
+                (Some(e), _) => Err(e.duplicate()),
+                (None, None) => Err(StoreError::Corrupt(format!(
+                    "append to {} lost its request",
+                    self.name
+                ))),
+            };
+            slot.answer(r);
+        }
     }
 
     /// Append records for message files already linked in place (copy/move). `src` gives,
@@ -1272,6 +1646,8 @@ pub fn recount(h: &mut Header, records: &[Record]) {
 
 /// What one appended message needs recorded.
 struct NewMessage<'a> {
+    /// Its bytes go to the message log (its directory entry needs no flush).
+    logged: bool,
     size: u64,
     content_crc: u32,
     internal_date: i64,
@@ -1311,6 +1687,21 @@ struct Writer<'a> {
     data_durable: bool,
     /// Files this write placed that are still open, by UID (ascending).
     opened: Vec<(u32, Arc<File>)>,
+    log: &'a Arc<FolderLog>,
+    /// Messages this write put in the message log, by UID (ascending).
+    logged: Vec<u32>,
+    /// Their entries, written to the log at the end of the write (after their files were
+    /// placed: a checkpoint that seals the segment then flushes them too).
+    log_buf: Vec<u8>,
+    /// The log segment they went to.
+    log_file: Option<Arc<File>>,
+    /// Drop the in-memory state after this write (part of it failed).
+    reload_after: bool,
+    /// The append being finished logged all its messages (their records with them).
+    logged_append: bool,
+    /// This write changed the index or journal in a way the message log does not carry: the
+    /// round must flush them.
+    unlogged: bool,
 }
 
 impl Writer<'_> {
@@ -1320,6 +1711,7 @@ impl Writer<'_> {
             .write_all_at(&self.state.header.encode(), 0)
             .ctx(|| format!("writing index header of {}", self.name))?;
         self.wrote = true;
+        self.unlogged |= !self.logged_append;
         Ok(())
     }
 
@@ -1338,6 +1730,7 @@ impl Writer<'_> {
         self.state.jnl_offset += buf.len() as u64;
         self.wrote = true;
         self.journaled = true;
+        self.unlogged |= !self.logged_append;
         Ok(())
     }
 
@@ -1380,6 +1773,10 @@ impl Writer<'_> {
             };
             bits |= 1 << slot;
         }
+        if !defined.is_empty() {
+            // A new keyword slot lives only in the index: flush it.
+            self.unlogged = true;
+        }
         self.journal(&defined)?;
         Ok(bits)
     }
@@ -1421,7 +1818,6 @@ impl Writer<'_> {
             .ctx(|| format!("placing message {uid} in {}", self.name))?;
             self.state.header.uidnext = uid + 1;
             if placed {
-                self.dirs.push(bucket);
                 return Ok(uid);
             }
             tracing::warn!(mailbox = %self.name, uid, "stray message file at new UID left in place for reconstruct; UID skipped");
@@ -1432,7 +1828,7 @@ impl Writer<'_> {
         )))
     }
 
-    fn add_record(&mut self, mut rec: Record, structure: &[u8]) -> Result<()> {
+    fn add_record(&mut self, mut rec: Record, structure: &[u8]) -> Result<Record> {
         // Cache entry first (not flushed: it is rebuilt from the file if ever damaged).
         let cache_end = self
             .state
@@ -1464,19 +1860,21 @@ impl Writer<'_> {
         }
         self.state.msgs.push(Msg::from(&rec));
         self.wrote = true;
-        Ok(())
+        Ok(rec)
     }
 
     fn append(&mut self, msgs: &mut [PreparedMessage], max_messages: u64) -> Result<Vec<u32>> {
         self.check_room(msgs.len(), max_messages)?;
         self.data_durable = msgs.iter().all(|m| m.data_durable);
         let mut batch = Batch::new(self.state.header.highest_modseq + 1);
+        let logged_before = self.logged.len();
         for m in msgs.iter_mut() {
             let tmp = m.tmp.clone();
-            let uid = self.add_message(
+            let rec = self.add_message(
                 &mut batch,
                 |target| fsutil::rename_noreplace(&tmp, target),
                 NewMessage {
+                    logged: m.log_data.is_some(),
                     size: m.size,
                     content_crc: m.content_crc,
                     internal_date: m.internal_date,
@@ -1486,12 +1884,66 @@ impl Writer<'_> {
                 },
             )?;
             m.mark_committed();
+            let uid = rec.uid;
             if let Some(f) = &m.file {
                 self.opened.push((uid, f.clone()));
             }
+            if let Some(data) = m.log_data.take() {
+                let uidvalidity = self.state.header.uidvalidity;
+                wal::encode_entry(&mut self.log_buf, uidvalidity, &rec.encode(), &data);
+                self.logged.push(uid);
+            }
             batch.uids.push(uid);
         }
-        self.finish_batch(batch)
+        // The log entries carry the records too: if every message went there (and no keyword
+        // was defined), the index needs no flush of its own for this append.
+        self.logged_append = self.logged.len() - logged_before == msgs.len();
+        let r = self.finish_batch(batch);
+        self.logged_append = false;
+        r
+    }
+
+    /// Undo the messages this write added (its log entries could not be written), keeping
+    /// UIDNEXT where it got to: a UID another session may have seen is not handed out again.
+    /// Best effort: what it cannot undo, the next load finds as an unflushed tail.
+    fn roll_back(&mut self, records_before: usize, header_before: Header) {
+        let added: Vec<u32> = self.state.msgs[records_before..]
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        let mut h = header_before;
+        h.uidnext = self.state.header.uidnext;
+        let _ = self
+            .state
+            .idx
+            .set_len(index::record_offset(records_before as u64));
+        let _ = self.state.idx.write_all_at(&h.encode(), 0);
+        for uid in added {
+            let _ = std::fs::remove_file(self.files.message(uid));
+        }
+        self.state.msgs.truncate(records_before);
+        self.state.header = h;
+    }
+
+    /// Write the entries this write logged, in one go.
+    fn write_log(&mut self) -> Result<()> {
+        if self.log_buf.is_empty() {
+            return Ok(());
+        }
+        let logged = self
+            .log
+            .write(
+                &self.log_buf,
+                self.state.header.uidvalidity,
+                self.state.idx_ino,
+            )
+            .ctx(|| format!("writing message log of {}", self.name))?;
+        if logged.created {
+            self.dirs.push(self.files.dir.clone());
+        }
+        self.log_file = Some(logged.file);
+        self.log_buf.clear();
+        Ok(())
     }
 
     fn append_linked(&mut self, items: Vec<LinkedMessage>, max_messages: u64) -> Result<Vec<u32>> {
@@ -1499,29 +1951,32 @@ impl Writer<'_> {
         let mut batch = Batch::new(self.state.header.highest_modseq + 1);
         for it in &items {
             let src = &it.source;
-            let uid = self.add_message(
-                &mut batch,
-                |target| match std::fs::hard_link(src, target) {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                    // Another filesystem (another partition): copy, flush, then place.
-                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                        let tmp = target.with_extension("copy");
-                        std::fs::copy(src, &tmp)?;
-                        File::open(&tmp)?.sync_data()?;
-                        fsutil::rename_noreplace(&tmp, target)
-                    }
-                    Err(e) => Err(e),
-                },
-                NewMessage {
-                    size: it.size,
-                    content_crc: it.content_crc,
-                    internal_date: it.internal_date,
-                    flags: it.flags,
-                    keywords: &it.keywords,
-                    structure: &it.structure,
-                },
-            )?;
+            let uid = self
+                .add_message(
+                    &mut batch,
+                    |target| match std::fs::hard_link(src, target) {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                        // Another filesystem (another partition): copy, flush, then place.
+                        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                            let tmp = target.with_extension("copy");
+                            std::fs::copy(src, &tmp)?;
+                            File::open(&tmp)?.sync_data()?;
+                            fsutil::rename_noreplace(&tmp, target)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    NewMessage {
+                        logged: false,
+                        size: it.size,
+                        content_crc: it.content_crc,
+                        internal_date: it.internal_date,
+                        flags: it.flags,
+                        keywords: &it.keywords,
+                        structure: &it.structure,
+                    },
+                )?
+                .uid;
             batch.uids.push(uid);
         }
         self.finish_batch(batch)
@@ -1534,9 +1989,14 @@ impl Writer<'_> {
         batch: &mut Batch,
         place: impl FnMut(&Path) -> io::Result<bool>,
         m: NewMessage<'_>,
-    ) -> Result<u32> {
+    ) -> Result<Record> {
         let kw = self.keyword_bits(m.keywords)?;
         let uid = self.place(place)?;
+        if !m.logged {
+            // Its name must reach the disk with the round; a logged message's file is
+            // restored from the log if the name is lost.
+            self.dirs.push(self.files.bucket(uid));
+        }
         let rec = Record {
             uid,
             flags: m.flags & flag::USER_MASK,
@@ -1556,11 +2016,9 @@ impl Writer<'_> {
                 keywords: kw,
             });
         }
-        if let Err(e) = self.add_record(rec, m.structure) {
+        self.add_record(rec, m.structure).inspect_err(|_| {
             let _ = std::fs::remove_file(self.files.message(uid));
-            return Err(e);
-        }
-        Ok(uid)
+        })
     }
 
     fn finish_batch(&mut self, batch: Batch) -> Result<Vec<u32>> {
@@ -1786,6 +2244,25 @@ pub fn decode_cache_entry<'a>(cache: &'a [u8], rec: &Record) -> Option<&'a [u8]>
 /// between): records from its `durable_uid` on are to be checked against their files.
 fn needs_restart_check(h: &Header) -> bool {
     h.boot_id != [0u8; 16] && Some(h.boot_id) != fsutil::boot_id()
+}
+
+/// For repair tools holding the folder's exclusive lock, before they look at the files: if
+/// the machine restarted since the folder was last written, what a power loss took comes back
+/// from the message log (see `wal`), as a folder's first load would do; if the index cannot
+/// be read at all, every logged message file is written back. True if anything was done.
+pub fn recover_after_restart(files: &FolderFiles, name: &str) -> Result<bool> {
+    match peek_header(files, name) {
+        Ok(h) if needs_restart_check(&h) => {
+            Folder::new(name.to_owned(), files.clone()).load(true)?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(_) => {
+            let restored = wal::salvage(&files.dir, |uid| files.message(uid))
+                .ctx(|| format!("restoring messages of {name} from its log"))?;
+            Ok(!restored.is_empty())
+        }
+    }
 }
 
 /// Read a folder's header straight from store.idx, without locks or loading the index: what a

@@ -23,6 +23,7 @@ pub mod message;
 pub mod names;
 pub mod quotafile;
 mod store;
+pub mod wal;
 
 pub use error::{Result, StoreError};
 pub use folder::{Expunged, FlagOp, FolderState, Msg, StoreOutcome};

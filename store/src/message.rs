@@ -76,6 +76,8 @@ pub struct PreparedMessage {
     pub(crate) data_durable: bool,
     /// The file as written, kept open so that the commit round flushes it by descriptor.
     pub(crate) file: Option<Arc<File>>,
+    /// The bytes, for the folder's message log (`wal`): the file is then not flushed itself.
+    pub(crate) log_data: Option<Vec<u8>>,
     committed: bool,
 }
 
@@ -113,8 +115,18 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Validate, normalise, parse and write `raw` into a temporary file in `dir`. Unless `bulk`
-/// (whose caller flushes the whole filesystem once), the file's writeback starts at once.
+/// How a prepared message's data reaches stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Its file is flushed by its writer (writeback starts at once).
+    OwnFlush,
+    /// Its bytes go into the folder's message log, flushed by the commit round.
+    Log,
+    /// The caller flushes the whole filesystem once (bulk import).
+    Bulk,
+}
+
+/// Validate, normalise, parse and write `raw` into a temporary file in `dir`.
 pub(crate) fn prepare(
     dir: &Path,
     raw: &[u8],
@@ -122,7 +134,7 @@ pub(crate) fn prepare(
     flags: u32,
     keywords: Vec<String>,
     max_size: u64,
-    bulk: bool,
+    durability: Durability,
 ) -> Result<PreparedMessage> {
     if raw.is_empty() {
         return Err(StoreError::EmptyMessage);
@@ -140,6 +152,11 @@ pub(crate) fn prepare(
             limit: max_size,
         });
     }
+    // Line endings made CRLF can push a message past what the log takes.
+    let durability = match durability {
+        Durability::Log if data.len() as u64 > crate::wal::MAX_MESSAGE => Durability::OwnFlush,
+        d => d,
+    };
     let structure = MessageStructure::parse(&data).to_bytes();
     let internal_date = internal_date.unwrap_or_else(now_secs);
     let tmp = dir.join(format!(
@@ -157,6 +174,7 @@ pub(crate) fn prepare(
         content_crc: crc32fast::hash(&data),
         data_durable: false,
         file: None,
+        log_data: None,
         committed: false,
     };
     let write = || -> std::io::Result<File> {
@@ -187,16 +205,17 @@ pub(crate) fn prepare(
             UNIX_EPOCH
         };
         f.set_modified(mtime)?;
-        if !bulk {
+        if durability == Durability::OwnFlush {
             crate::fsutil::start_writeback(&f);
         }
         Ok(f)
     };
     let f = write().ctx(|| format!("writing message into {}", dir.display()))?;
-    // A bulk import's files are flushed by one syncfs: holding thousands open would only
-    // spend descriptors.
-    if !bulk {
-        prepared.file = Some(Arc::new(f));
+    match durability {
+        Durability::OwnFlush => prepared.file = Some(Arc::new(f)),
+        Durability::Log => prepared.log_data = Some(data.into_owned()),
+        // Flushed by one syncfs: holding thousands open would only spend descriptors.
+        Durability::Bulk => {}
     }
     prepared.committed = false;
     Ok(prepared)

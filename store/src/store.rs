@@ -13,7 +13,7 @@ use crate::folder::{
 use crate::index::{flag, Header};
 use crate::layout::{self, Layout};
 use crate::mboxdb::{MailboxDb, MailboxEntry, QuotaEntry};
-use crate::message::{self, now_secs, PreparedMessage};
+use crate::message::{self, now_secs, Durability, PreparedMessage};
 use crate::names::{MailboxName, Pattern, UserName};
 use crate::MessageStructure;
 
@@ -851,6 +851,13 @@ impl Store {
         // (a MULTIAPPEND of thousands): then descriptors would run out first.
         let keep_open = msgs.len() <= KEEP_OPEN_MAX;
         for m in msgs {
+            let durability = if bulk {
+                Durability::Bulk
+            } else if keep_open && m.data.len() as u64 <= crate::wal::MAX_MESSAGE {
+                Durability::Log
+            } else {
+                Durability::OwnFlush
+            };
             let mut p = message::prepare(
                 &staging,
                 &m.data,
@@ -858,7 +865,7 @@ impl Store {
                 m.flags,
                 m.keywords,
                 cfg.max_message_size,
-                bulk,
+                durability,
             )?;
             if !keep_open {
                 p.file = None;

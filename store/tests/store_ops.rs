@@ -639,6 +639,10 @@ fn records_whose_data_a_power_loss_took_are_dropped_after_a_restart() {
         s.append(&inbox, vec![msg(subject)]).unwrap();
     }
     let dir = s.folder_dir(&inbox).unwrap();
+    // No message log left (its checkpoint flushed the files): what follows is what a power
+    // loss can do to appends whose log entries were not written either.
+    msgstore::wal::checkpoint_now();
+    assert!(msgstore::wal::segments_in(&dir).unwrap().is_empty());
     drop(s);
     let file = |uid: u32| dir.join(format!("{:x}/{uid}.msg", uid >> 12));
     let idx_path = dir.join("store.idx");
@@ -695,6 +699,185 @@ fn records_whose_data_a_power_loss_took_are_dropped_after_a_restart() {
     // A header of this boot is trusted as it is: nothing is read back.
     let s = msgstore::Store::open(d.path()).unwrap();
     assert_eq!(s.status(&inbox).unwrap().messages, 7);
+}
+
+/// Appends whose messages went to the message log flush neither their files nor the index:
+/// the log holds both. What a power loss may then leave (an index header from before them,
+/// records zeroed or torn in the middle, message files missing or cut short) is repaired
+/// from the log at the first look after the restart: every acknowledged message is back with
+/// its flags, and UIDs that appends in flight may have shown are never handed out again.
+#[test]
+fn acknowledged_appends_come_back_from_the_message_log_after_a_power_loss() {
+    use msgstore::index::{self, Header};
+    use std::os::unix::fs::FileExt;
+    let (d, s) = store();
+    let inbox = name("user/wal/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    let dir = s.folder_dir(&inbox).unwrap();
+    let idx_path = dir.join("store.idx");
+    let append = |i: u32| {
+        let mut m = msg(&format!("m{i}"));
+        if i.is_multiple_of(3) {
+            m.flags = flag::SEEN | flag::FLAGGED;
+        }
+        s.append(&inbox, vec![m]).unwrap().1[0]
+    };
+    for i in 1..=5 {
+        assert_eq!(append(i), i);
+    }
+    // The index as the last flush left it.
+    let flushed = std::fs::read(&idx_path).unwrap();
+    for i in 6..=20 {
+        assert_eq!(append(i), i);
+    }
+    // The disk as a power loss right now could leave it: the log segments (flushed by each
+    // append's round) survive; a checkpoint of this process may not take them away meanwhile.
+    let segments: Vec<(std::path::PathBuf, Vec<u8>)> = msgstore::wal::segments_in(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert!(!segments.is_empty(), "the appends went through the log");
+    drop(s);
+    let now = std::fs::read(&idx_path).unwrap();
+    let file = |uid: u32| dir.join(format!("{:x}/{uid}.msg", uid >> 12));
+    // Header of the last flush (5 records, another boot); records 6 and 7 made it, 8-20 are
+    // zeros (their pages never reached the disk), and the file is as long as it got.
+    let mut h = Header::decode(&flushed[..index::HEADER_SIZE], "x").unwrap();
+    assert_eq!(h.record_count, 5);
+    h.boot_id = [0x5a; 16];
+    let mut lost = now.clone();
+    lost[..index::HEADER_SIZE].copy_from_slice(&h.encode());
+    let from = index::record_offset(7) as usize;
+    lost[from..].iter_mut().for_each(|b| *b = 0);
+    std::fs::write(&idx_path, &lost).unwrap();
+    std::fs::remove_file(file(10)).unwrap();
+    std::fs::remove_file(file(19)).unwrap();
+    let cut = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file(12))
+        .unwrap();
+    cut.set_len(10).unwrap();
+    drop(cut);
+    for (p, b) in &segments {
+        std::fs::write(p, b).unwrap();
+    }
+
+    let s = msgstore::Store::open(d.path()).unwrap();
+    let st = s.status(&inbox).unwrap();
+    assert_eq!(st.messages, 20);
+    assert!(st.uidnext > 20 + 1000, "uidnext {}", st.uidnext);
+    let state: Vec<(u32, u32)> = s
+        .with_state(&inbox, |st| {
+            Ok(st.live().map(|m| (m.uid, m.flags)).collect())
+        })
+        .unwrap();
+    for (i, (uid, flags)) in state.iter().enumerate() {
+        assert_eq!(*uid, i as u32 + 1);
+        let want = if uid.is_multiple_of(3) {
+            flag::SEEN | flag::FLAGGED
+        } else {
+            0
+        };
+        assert_eq!(flags & (flag::SEEN | flag::FLAGGED), want, "uid {uid}");
+        let body = s.read_message(&inbox, *uid).unwrap();
+        assert_eq!(body, msg(&format!("m{uid}")).data, "uid {uid}");
+    }
+    assert!(
+        msgstore::wal::segments_in(&dir).unwrap().is_empty(),
+        "segments are removed once replayed"
+    );
+    let (_, new) = s.append(&inbox, vec![msg("after")]).unwrap();
+    assert!(new[0] > 1020);
+    drop(s);
+    // Replayed once: the next start trusts the header it wrote.
+    let s = msgstore::Store::open(d.path()).unwrap();
+    assert_eq!(s.status(&inbox).unwrap().messages, 21);
+    let idx = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&idx_path)
+        .unwrap();
+    let mut hb = [0u8; index::HEADER_SIZE];
+    idx.read_exact_at(&mut hb, 0).unwrap();
+    assert_ne!(Header::decode(&hb, "x").unwrap().boot_id, [0x5a; 16]);
+}
+
+/// The checkpoint flushes the filesystem once and removes the sealed segments, and with them
+/// segments nobody holds any more (their process died).
+#[test]
+fn a_checkpoint_removes_the_message_log_and_orphaned_segments() {
+    let (_d, s) = store();
+    let inbox = name("user/ckpt/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    let dir = s.folder_dir(&inbox).unwrap();
+    let orphan = dir.join(format!("{}4000000000.0", msgstore::wal::PREFIX));
+    std::fs::write(&orphan, b"MSWAL\x00\x01\x00").unwrap();
+    for i in 0..3 {
+        s.append(&inbox, vec![msg(&format!("c{i}"))]).unwrap();
+    }
+    msgstore::wal::checkpoint_now();
+    assert_eq!(
+        msgstore::wal::segments_in(&dir).unwrap(),
+        Vec::<std::path::PathBuf>::new()
+    );
+    for uid in 1..=3 {
+        assert_eq!(
+            s.read_message(&inbox, uid).unwrap(),
+            msg(&format!("c{}", uid - 1)).data
+        );
+    }
+    // Appending again starts a new segment.
+    s.append(&inbox, vec![msg("c3")]).unwrap();
+    assert_eq!(msgstore::wal::segments_in(&dir).unwrap().len(), 1);
+}
+
+/// Concurrent appends are combined into one write: one of them failing (the folder is full)
+/// answers that caller alone, and the others are appended.
+#[test]
+fn combined_appends_fail_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/msg.conf"),
+        "local.store.maxfoldermessages = 50\n",
+    )
+    .unwrap();
+    let s = msgstore::Store::open(dir.path()).unwrap();
+    let inbox = name("user/comb/INBOX");
+    s.create_mailbox(&inbox, None, None).unwrap();
+    let results: Vec<Result<u32, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let (s, inbox) = (&s, &inbox);
+                sc.spawn(move || {
+                    (0..5)
+                        .map(|i| match s.append(inbox, vec![msg(&format!("t{t}i{i}"))]) {
+                            Ok((_, uids)) => Ok(uids[0]),
+                            Err(StoreError::FolderFull { limit: 50, .. }) => Err("full".into()),
+                            Err(e) => Err(e.to_string()),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut ok: Vec<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    ok.sort();
+    assert_eq!(ok, (1..=50).collect::<Vec<u32>>());
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().is_ok() || r.as_ref().err().map(String::as_str) == Some("full")));
+    assert_eq!(s.status(&inbox).unwrap().messages, 50);
 }
 
 /// Writers flush their own message files outside the group-commit round: once they are all

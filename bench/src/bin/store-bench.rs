@@ -74,8 +74,14 @@ fn message(n: usize) -> Vec<u8> {
     m
 }
 
-/// Rate of `total` operations split over `writers` threads, each running `op(i)`.
-fn rate(writers: usize, total: usize, op: impl Fn(usize) -> Result<()> + Sync) -> Result<f64> {
+/// Rate of `total` operations split over `writers` threads, each running `op(i)`, then
+/// `settle()` (timed too).
+fn rate(
+    writers: usize,
+    total: usize,
+    op: impl Fn(usize) -> Result<()> + Sync,
+    settle: impl FnOnce(),
+) -> Result<f64> {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -97,20 +103,32 @@ fn rate(writers: usize, total: usize, op: impl Fn(usize) -> Result<()> + Sync) -
         }
         Ok(())
     })?;
+    settle();
     Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// After appends: the message log's checkpoint, which flushes the message files that the
+/// appends made durable through the log, is part of their cost.
+fn checkpoint() {
+    msgstore::wal::checkpoint_now();
 }
 
 fn disk_rate(dir: &Path, writers: usize, total: usize) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
     let data = message(0);
-    let r = rate(writers, total, |i| {
-        let tmp = dir.join(format!(".tmp.{i}"));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, dir.join(format!("{i}.msg")))?;
-        Ok(())
-    })?;
+    let r = rate(
+        writers,
+        total,
+        |i| {
+            let tmp = dir.join(format!(".tmp.{i}"));
+            let mut f = File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, dir.join(format!("{i}.msg")))?;
+            Ok(())
+        },
+        || {},
+    )?;
     // The files stay until the end of the benchmark: deleting thousands of files right before
     // an append measure would make every file it creates pay a scan past the freed inodes
     // (ext4 without a journal does not reuse an inode freed in the last minutes), a cost the
@@ -146,7 +164,8 @@ fn main() -> Result<()> {
     }
     std::fs::create_dir_all(&args.dir).context("creating the scratch directory")?;
     println!(
-        "# store-bench: {} runs per figure, medians; {} ops per run",
+        "# store-bench: {} runs per figure, medians; {} ops per run; append figures include the \
+         checkpoint of the message log (the message files' own flush) at the end of each run",
         args.runs, args.ops
     );
 
@@ -172,16 +191,21 @@ fn main() -> Result<()> {
             let f = MailboxName::parse(&format!("user/bench{writers}/r{run}"))?;
             store.create_mailbox(&f, None, None)?;
             let data = message(1);
-            one_folder.push(rate(writers, total, |_| {
-                store.append(
-                    &f,
-                    vec![AppendRequest {
-                        data: data.clone(),
-                        ..Default::default()
-                    }],
-                )?;
-                Ok(())
-            })?);
+            one_folder.push(rate(
+                writers,
+                total,
+                |_| {
+                    store.append(
+                        &f,
+                        vec![AppendRequest {
+                            data: data.clone(),
+                            ..Default::default()
+                        }],
+                    )?;
+                    Ok(())
+                },
+                checkpoint,
+            )?);
             if writers > 1 {
                 let folders: Vec<MailboxName> = (0..writers)
                     .map(|w| MailboxName::parse(&format!("user/bench{w}/spread{run}")))
@@ -189,16 +213,21 @@ fn main() -> Result<()> {
                 for f in &folders {
                     store.create_mailbox(f, None, None)?;
                 }
-                many_folders.push(rate(writers, total, |i| {
-                    store.append(
-                        &folders[i % writers],
-                        vec![AppendRequest {
-                            data: data.clone(),
-                            ..Default::default()
-                        }],
-                    )?;
-                    Ok(())
-                })?);
+                many_folders.push(rate(
+                    writers,
+                    total,
+                    |i| {
+                        store.append(
+                            &folders[i % writers],
+                            vec![AppendRequest {
+                                data: data.clone(),
+                                ..Default::default()
+                            }],
+                        )?;
+                        Ok(())
+                    },
+                    checkpoint,
+                )?);
             }
         }
         // The disk's rate moves from one minute to the next on a shared machine: besides the
