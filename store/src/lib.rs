@@ -1,7 +1,9 @@
 //! msgstore: the embedded on-disk message store.
 //!
 //! Three layers, each able to rebuild another (which is what makes `reconstruct` possible):
-//! 1. message files, written once (temp file, fsync, rename) and never modified;
+//! 1. message files, written once (temp file, rename) and never modified; a small message's
+//!    bytes also go, with its index record, into the folder's write-ahead log (`wal`), which
+//!    the append's commit round flushes, until a checkpoint has flushed the files themselves;
 //! 2. per-folder index files: `store.idx` (header and checksummed records), `store.jnl` (the
 //!    flag journal: flags survive the loss of store.idx), `store.cache` (each message's parsed
 //!    structure), `store.exp` (expunged messages awaiting erasure), `store.meta` (a redundant

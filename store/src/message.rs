@@ -1,7 +1,9 @@
 //! Preparing a message for the store: line endings normalised to CRLF, the structure parsed
-//! once, the bytes written to a temporary file (with its writeback started) before the folder
-//! lock is taken. The file is flushed later by its writer, by descriptor, while the folder's
-//! group-commit round flushes the directory entry and the index record.
+//! once, the bytes written to a temporary file before the folder lock is taken. A message of
+//! up to `wal::MAX_MESSAGE` keeps its bytes for the folder's message log (the commit round
+//! flushes the log, a checkpoint the file); a larger one has its writeback started and is
+//! flushed later by its writer, by descriptor, while the round flushes its directory entry
+//! and index record.
 
 use std::fs::File;
 use std::io::Write;
