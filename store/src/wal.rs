@@ -48,8 +48,10 @@ pub const ENTRY_HEADER: usize = 16 + RECORD_SIZE + 4;
 pub const MAX_MESSAGE: u64 = 256 * 1024;
 /// A checkpoint comes this long after a segment's first entry...
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(1000);
-/// ... or as soon as this many bytes wait in unsealed segments.
+/// ... or as soon as this many bytes wait in unsealed segments, or this many folders have
+/// one (each holds a descriptor: a delivery to thousands of mailboxes must not use them up).
 const CHECKPOINT_BYTES: u64 = 64 << 20;
+const CHECKPOINT_FOLDERS: usize = 64;
 
 /// Encode one entry onto `out`: the message's index record (encoded) and its bytes.
 pub fn encode_entry(out: &mut Vec<u8>, uidvalidity: u32, record: &[u8; RECORD_SIZE], data: &[u8]) {
@@ -303,6 +305,13 @@ struct Pending {
     running: bool,
 }
 
+impl Pending {
+    /// Too much waits to wait for the timer.
+    fn due_now(&self) -> bool {
+        self.bytes >= CHECKPOINT_BYTES || self.folders.len() >= CHECKPOINT_FOLDERS
+    }
+}
+
 fn checkpointer() -> &'static Checkpointer {
     static CP: OnceLock<Checkpointer> = OnceLock::new();
     static THREAD: OnceLock<()> = OnceLock::new();
@@ -337,7 +346,7 @@ impl Checkpointer {
             self.cv.notify_one();
         }
         p.bytes += bytes;
-        if p.bytes >= CHECKPOINT_BYTES {
+        if p.due_now() {
             self.cv.notify_one();
         }
     }
@@ -350,7 +359,7 @@ impl Checkpointer {
                     p = self.cv.wait(p).unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
-                Some(since) if p.bytes < CHECKPOINT_BYTES => {
+                Some(since) if !p.due_now() => {
                     let due = since + CHECKPOINT_AFTER;
                     let now = Instant::now();
                     if now < due {
