@@ -1,6 +1,7 @@
-//! Profiling aid: 16 threads appending 4 KB messages to one folder, or (with `loop` as the
-//! second argument) the disk's own create+write+fdatasync+rename loop that store-bench
-//! compares appends with. Prints the rate and the process's CPU time per operation.
+//! Profiling aid: 16 threads appending 4 KB messages to one folder (with `spread` as the
+//! second argument, each to a folder of its own), or (with `loop`) the disk's own
+//! create+write+fdatasync+rename loop that store-bench compares appends with. Prints the rate
+//! and the process's CPU time per operation.
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -18,7 +19,10 @@ fn cpu_seconds() -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or("/var/tmp/append16".into()));
-    let disk_loop = args.next().as_deref() == Some("loop");
+    let mode = args.next();
+    let disk_loop = mode.as_deref() == Some("loop");
+    // `spread`: each writer appends to a folder of its own.
+    let spread = mode.as_deref() == Some("spread");
     // Deleting files right before measuring would make every create scan past the
     // deleted inodes (ext4 without a journal skips recently freed ones): use a new directory.
     assert!(
@@ -28,8 +32,12 @@ fn main() {
     );
     std::fs::create_dir_all(&dir).unwrap();
     let s = msgstore::Store::open(&dir).unwrap();
-    let n = msgstore::MailboxName::parse("user/a/INBOX").unwrap();
-    s.create_mailbox(&n, None, None).unwrap();
+    let folders: Vec<msgstore::MailboxName> = (0..16)
+        .map(|w| msgstore::MailboxName::parse(&format!("user/a{w}/INBOX")).unwrap())
+        .collect();
+    for f in &folders {
+        s.create_mailbox(f, None, None).unwrap();
+    }
     let data = vec![b'x'; 4096];
     let next = AtomicUsize::new(0);
     let cpu = cpu_seconds();
@@ -49,7 +57,7 @@ fn main() {
                     std::fs::rename(&tmp, dir.join(format!("{i}.msg"))).unwrap();
                 } else {
                     s.append(
-                        &n,
+                        &folders[if spread { i % 16 } else { 0 }],
                         vec![msgstore::AppendRequest {
                             data: data.clone(),
                             ..Default::default()
