@@ -221,6 +221,13 @@ struct Appending<'a> {
     done: bool,
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Segments left behind would wait for the next write to their folder (or a restart).
+        crate::wal::checkpoint_if_written();
+    }
+}
+
 impl Drop for Appending<'_> {
     fn drop(&mut self) {
         if !self.done {

@@ -303,6 +303,8 @@ struct Pending {
     bytes: u64,
     /// A checkpoint is under way (another waits for it to finish).
     running: bool,
+    /// Checkpoints are held off (`hold_checkpoints`).
+    held: usize,
 }
 
 impl Pending {
@@ -312,8 +314,9 @@ impl Pending {
     }
 }
 
+static CP: OnceLock<Checkpointer> = OnceLock::new();
+
 fn checkpointer() -> &'static Checkpointer {
-    static CP: OnceLock<Checkpointer> = OnceLock::new();
     static THREAD: OnceLock<()> = OnceLock::new();
     let cp = CP.get_or_init(|| Checkpointer {
         m: Mutex::new(Pending::default()),
@@ -379,7 +382,7 @@ impl Checkpointer {
 
     /// One checkpoint of every folder pending; the guard is released meanwhile.
     fn checkpoint<'a>(&'a self, mut p: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
-        while p.running {
+        while p.running || p.held > 0 {
             p = self.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
         let folders: Vec<Arc<FolderLog>> = p.folders.drain().map(|(_, f)| f).collect();
@@ -453,6 +456,39 @@ fn is_ours(path: &Path) -> bool {
     let own = format!("{PREFIX}{}.", std::process::id());
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with(&own))
+}
+
+/// Checkpoints wait while this is held: what a test needs to take a picture of the disk as a
+/// power loss would leave it (segments, index and files all from before any checkpoint).
+#[doc(hidden)]
+pub fn hold_checkpoints() -> CheckpointHold {
+    checkpointer().pending().held += 1;
+    CheckpointHold(())
+}
+
+#[doc(hidden)]
+pub struct CheckpointHold(());
+
+impl Drop for CheckpointHold {
+    fn drop(&mut self) {
+        let cp = checkpointer();
+        cp.pending().held -= 1;
+        cp.done.notify_all();
+    }
+}
+
+/// `checkpoint_now` if this process ever wrote to a message log (a store being closed: its
+/// segments would otherwise wait for another process to write to their folders, or for a
+/// restart).
+pub fn checkpoint_if_written() {
+    if let Some(cp) = CP.get() {
+        let p = cp.pending();
+        // Held (by a test taking its picture of the disk, perhaps on this very thread):
+        // the segments wait for the next checkpoint instead.
+        if (!p.folders.is_empty() || p.running) && p.held == 0 {
+            drop(cp.checkpoint(p));
+        }
+    }
 }
 
 /// Checkpoint every folder with log entries now and wait for it: afterwards every message
