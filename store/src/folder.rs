@@ -1337,20 +1337,12 @@ impl Folder {
 
     /// Write a message file back from the log, durably (file, then its directory entry).
     fn put_restored(&self, r: &Record, data: &[u8]) -> io::Result<()> {
-        let bucket = self.files.bucket(r.uid);
-        if !bucket.exists() {
-            std::fs::create_dir_all(&bucket)?;
-            fsutil::sync_dir(&self.files.dir)?;
-        }
-        let tmp = bucket.join(format!(".tmp.restore.{}", r.uid));
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        // The internal date lives in the file's mtime too (for reconstruct).
-        let secs = r.internal_date.max(0) as u64;
-        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, self.files.message(r.uid))?;
-        fsutil::sync_dir(&bucket)
+        wal::write_back(
+            &self.files.dir,
+            &self.files.message(r.uid),
+            data,
+            r.internal_date,
+        )
     }
 
     /// The message file of `r` is there with the size and content it was recorded with. An

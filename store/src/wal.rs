@@ -505,6 +505,31 @@ pub fn remove_segments(paths: &[PathBuf]) -> io::Result<()> {
     paths.iter().try_for_each(|p| remove(p))
 }
 
+/// Write a message file back from the log, durably: the file, then its directory entry (and
+/// the folder's, if the bucket had to be made). Its mtime is the internal date, as for every
+/// message file (reconstruct reads it back from there).
+pub(crate) fn write_back(
+    folder_dir: &Path,
+    target: &Path,
+    data: &[u8],
+    internal_date: i64,
+) -> io::Result<()> {
+    let bucket = target.parent().unwrap_or(folder_dir);
+    if !bucket.exists() {
+        std::fs::create_dir_all(bucket)?;
+        crate::fsutil::sync_dir(folder_dir)?;
+    }
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = bucket.join(format!(".tmp.restore.{name}"));
+    let f = File::create(&tmp)?;
+    f.write_all_at(data, 0)?;
+    let secs = internal_date.max(0) as u64;
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, target)?;
+    crate::fsutil::sync_dir(bucket)
+}
+
 /// For repair when the index cannot be read: every logged message whose file is missing or
 /// differs from its logged bytes is written back (durably), whatever its UIDVALIDITY; then,
 /// after one flush of the filesystem, the segments no live process holds are removed.
@@ -521,21 +546,7 @@ pub fn salvage(dir: &Path, message_path: impl Fn(u32) -> PathBuf) -> io::Result<
                 continue;
             }
             let data = read_data(path, &m)?;
-            let Some(bucket) = target.parent() else {
-                continue;
-            };
-            if !bucket.exists() {
-                std::fs::create_dir_all(bucket)?;
-                crate::fsutil::sync_dir(dir)?;
-            }
-            let tmp = bucket.join(format!(".tmp.salvage.{}", m.record.uid));
-            let f = File::create(&tmp)?;
-            f.write_all_at(&data, 0)?;
-            let secs = m.record.internal_date.max(0) as u64;
-            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &target)?;
-            crate::fsutil::sync_dir(bucket)?;
+            write_back(dir, &target, &data, m.record.internal_date)?;
             restored.push(m.record.uid);
         }
     }
